@@ -1,0 +1,1 @@
+//! Cross-service and system tests live in `tests/tests/`.
