@@ -1,0 +1,383 @@
+//! HTTP conventions shared by the JSON services: the `{"error","message","data"}`
+//! envelope, errors that say what is wrong (and never leak a panic), a JSON body
+//! extractor that accepts any content type as the original clients expect,
+//! request ids, request tracing, and the `/healthz` + `/readyz` endpoints.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
+use tower_http::trace::TraceLayer;
+
+/// The header that carries a request's id across every hop.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The reply envelope of every JSON endpoint (wire contract).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Envelope<T = serde_json::Value> {
+    pub error: bool,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub data: Option<T>,
+}
+
+impl Envelope<serde_json::Value> {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            error: false,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+impl<T> Envelope<T> {
+    pub fn ok_with(message: impl Into<String>, data: T) -> Self {
+        Self {
+            error: false,
+            message: message.into(),
+            data: Some(data),
+        }
+    }
+}
+
+/// A successful reply: status plus envelope.
+pub fn reply<T: Serialize>(status: StatusCode, envelope: Envelope<T>) -> Response {
+    (status, axum::Json(envelope)).into_response()
+}
+
+/// An error reply: `{"error":true,"message":...}` with a 4xx/5xx status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+    pub fn bad_gateway(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, message)
+    }
+    pub fn gateway_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let envelope = Envelope::<()> {
+            error: true,
+            message: self.message,
+            data: None,
+        };
+        (self.status, axum::Json(envelope)).into_response()
+    }
+}
+
+/// The request-body limit, kept in the request so error messages can state it.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimit(usize);
+
+/// A JSON body, parsed whatever the `Content-Type` says (the original system's
+/// clients, and `curl -d`, do not always send `application/json`). Every
+/// failure is a 400 whose message says what is wrong with the body.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().copied();
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                match limit {
+                    Some(BodyLimit(max)) => ApiError::bad_request(format!(
+                        "request body is larger than the limit of {max} bytes"
+                    )),
+                    None => ApiError::bad_request("request body is too large"),
+                }
+            } else {
+                ApiError::bad_request(format!("cannot read request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body with an error message fit for a client.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
+}
+
+/// What `/readyz` asks: `Ok` when the service's dependencies answer, else the
+/// name of the one that does not and why.
+pub type ReadinessCheck =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
+/// A readiness check that always passes (services without dependencies).
+pub fn always_ready() -> ReadinessCheck {
+    Arc::new(|| Box::pin(async { Ok(()) }))
+}
+
+/// `/healthz` (the process serves requests) and `/readyz` (dependencies answer).
+pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: ReadinessCheck) -> Router<S> {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { reply(StatusCode::OK, Envelope::ok("alive")) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let readiness = readiness.clone();
+                async move {
+                    match readiness().await {
+                        Ok(()) => reply(StatusCode::OK, Envelope::ok("ready")),
+                        Err(why) => {
+                            ApiError::unavailable(format!("not ready: {why}")).into_response()
+                        }
+                    }
+                }
+            }),
+        )
+}
+
+/// Wraps a service's router with what every JSON service has: health routes,
+/// JSON 404/405, a body limit, request ids (generated or propagated), a tracing
+/// span per request that carries the id, and a panic guard that answers a plain
+/// JSON 500 instead of dropping the connection.
+pub fn standard_service(
+    router: Router,
+    readiness: ReadinessCheck,
+    max_body_bytes: usize,
+) -> Router {
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    router
+        .merge(health_routes(readiness))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(axum::Extension(BodyLimit(max_body_bytes)))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(CatchPanicLayer::custom(
+            |_panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!("request handler panicked");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            },
+        ))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+fn request_span(request: &Request<Body>) -> tracing::Span {
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+}
+
+/// The request id of the current request, to pass on to downstreams.
+pub fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+}
+
+/// A header value for a request id we generated ourselves.
+pub fn request_id_value(id: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+
+    #[derive(serde::Deserialize)]
+    struct Login {
+        email: String,
+    }
+
+    async fn spawn(router: Router) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        format!("http://{addr}")
+    }
+
+    async fn boom() -> &'static str {
+        panic!("secret panic text")
+    }
+
+    fn app(readiness: ReadinessCheck) -> Router {
+        let router = Router::new()
+            .route(
+                "/echo",
+                post(|ApiJson(login): ApiJson<Login>| async move {
+                    reply(
+                        StatusCode::ACCEPTED,
+                        Envelope::ok(format!("hello {}", login.email)),
+                    )
+                }),
+            )
+            .route("/panic", get(boom));
+        standard_service(router, readiness, 64)
+    }
+
+    #[tokio::test]
+    async fn json_without_content_type_is_accepted() {
+        let base = spawn(app(always_ready())).await;
+        let response = reqwest::Client::new()
+            .post(format!("{base}/echo"))
+            .body(r#"{"email":"a@b.c"}"#)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 202);
+        let body: Envelope = response.json().await.expect("json");
+        assert_eq!(body, Envelope::ok("hello a@b.c"));
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_get_400_with_a_reason() {
+        let base = spawn(app(always_ready())).await;
+        let client = reqwest::Client::new();
+        for (body, expected) in [
+            ("", "empty"),
+            ("{not json", "invalid JSON"),
+            ("{}", "missing field `email`"),
+            (r#"{"email":5}"#, "invalid type"),
+            (
+                r#"{"email":"0123456789012345678901234567890123456789012345678901234567890123456789"}"#,
+                "limit of 64 bytes",
+            ),
+        ] {
+            let response = client
+                .post(format!("{base}/echo"))
+                .body(body)
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(response.status(), 400, "body {body:?}");
+            let envelope: Envelope = response.json().await.expect("json");
+            assert!(envelope.error);
+            assert!(
+                envelope.message.contains(expected),
+                "{body:?} -> {}",
+                envelope.message
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn panics_become_a_plain_500_and_unknown_paths_a_json_404() {
+        let base = spawn(app(always_ready())).await;
+        let response = reqwest::get(format!("{base}/panic")).await.expect("send");
+        assert_eq!(response.status(), 500);
+        let text = response.text().await.expect("text");
+        assert!(!text.contains("secret panic text"), "{text}");
+        let response = reqwest::get(format!("{base}/nowhere")).await.expect("send");
+        assert_eq!(response.status(), 404);
+        let envelope: Envelope = response.json().await.expect("json");
+        assert!(envelope.error);
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_generated_and_propagated() {
+        let base = spawn(app(always_ready())).await;
+        let client = reqwest::Client::new();
+        let generated = client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .expect("send");
+        assert!(generated.headers().get(REQUEST_ID_HEADER).is_some());
+        let propagated = client
+            .get(format!("{base}/healthz"))
+            .header(REQUEST_ID_HEADER, "abc-123")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(propagated.headers()[REQUEST_ID_HEADER], "abc-123");
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_the_failing_dependency() {
+        let failing: ReadinessCheck =
+            Arc::new(|| Box::pin(async { Err("postgres: connection refused".to_owned()) }));
+        let base = spawn(app(failing)).await;
+        assert_eq!(
+            reqwest::get(format!("{base}/healthz"))
+                .await
+                .expect("send")
+                .status(),
+            200
+        );
+        let response = reqwest::get(format!("{base}/readyz")).await.expect("send");
+        assert_eq!(response.status(), 503);
+        let envelope: Envelope = response.json().await.expect("json");
+        assert!(
+            envelope.message.contains("postgres"),
+            "{}",
+            envelope.message
+        );
+    }
+}
