@@ -146,7 +146,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
     #[serde(default, deny_unknown_fields)]
     struct Demo {
         listen: Listen,
@@ -167,15 +167,6 @@ mod tests {
         max_connections: u32,
     }
 
-    impl Default for Demo {
-        fn default() -> Self {
-            Self {
-                listen: Listen::default(),
-                database: Database::default(),
-                runtime: RuntimeSettings::default(),
-            }
-        }
-    }
     impl Default for Listen {
         fn default() -> Self {
             Self {
