@@ -1,1 +1,26 @@
-//! switchboard-wire
+//! Wire types shared by the logger and its clients (broker, listener, bench).
+//!
+//! - [`proto`]: the original system's `logs.proto`, unchanged, so an old gRPC
+//!   client keeps working;
+//! - [`rpc`]: the Rust-native RPC (the analogue of Go's `net/rpc`): a `tarpc`
+//!   service over length-delimited MessagePack frames on one long-lived TCP connection.
+
+pub mod proto {
+    //! Generated from `proto/logs.proto` (package `logs`).
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("logs");
+}
+
+pub mod rpc;
+
+use serde::{Deserialize, Serialize};
+
+/// One log entry as producers send it. `id` is an optional idempotency key
+/// (e.g. an AMQP message id): a repeated write with the same id is stored once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub name: String,
+    pub data: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}

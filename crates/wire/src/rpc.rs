@@ -1,0 +1,151 @@
+//! The Rust-native RPC between the logger and its clients.
+//!
+//! One TCP connection carries many concurrent calls (tarpc multiplexes them),
+//! which is what the Go original's one-connection-per-call `net/rpc` lacked.
+//! Both ends build their transport with [`transport`], so framing and encoding
+//! can only change in one place.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio_serde::formats::MessagePack;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::LogEntry;
+
+/// Frames larger than this are refused by both ends: a log entry is at most
+/// tens of KiB, so anything near this is a bug or an attack.
+pub const MAX_FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+#[tarpc::service]
+pub trait LogRpc {
+    /// The original `RPCServer.LogInfo`: stores the entry and answers
+    /// `Processed payload via RPC:<name>`.
+    async fn log_info(name: String, data: String) -> Result<String, RpcError>;
+    /// Stores an entry that may carry an idempotency id; same answer as `log_info`.
+    async fn log_entry(entry: LogEntry) -> Result<String, RpcError>;
+}
+
+/// Why the logger refused or failed a write; mirrors the HTTP 400/503 and the
+/// gRPC INVALID_ARGUMENT/UNAVAILABLE of the other doors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RpcError {
+    #[error("invalid log entry: {0}")]
+    Invalid(String),
+    #[error("log store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The reply of a successful write, identical on every client path.
+pub fn processed_reply(name: &str) -> String {
+    format!("Processed payload via RPC:{name}")
+}
+
+/// The length-delimited MessagePack transport both ends use over a TCP stream.
+pub fn transport<Item, SinkItem>(
+    stream: TcpStream,
+) -> tarpc::serde_transport::Transport<TcpStream, Item, SinkItem, MessagePack<Item, SinkItem>>
+where
+    Item: for<'de> Deserialize<'de>,
+    SinkItem: Serialize,
+{
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME_BYTES)
+        .new_codec();
+    tarpc::serde_transport::new(Framed::new(stream, codec), MessagePack::default())
+}
+
+/// Opens a client connection to the logger's RPC door. Callers keep the client
+/// for the life of the process and reconnect only after it fails.
+pub async fn connect(addr: SocketAddr) -> std::io::Result<LogRpcClient> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(LogRpcClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
+}
+
+/// A call context whose deadline is `timeout` from now and whose trace id
+/// carries the request id, so the logger can log the same id as the broker.
+pub fn context(request_id: Option<&str>, timeout: std::time::Duration) -> tarpc::context::Context {
+    let mut ctx = tarpc::context::current();
+    ctx.deadline = std::time::Instant::now() + timeout;
+    if let Some(trace_id) = request_id.and_then(|id| uuid::Uuid::parse_str(id).ok()) {
+        ctx.trace_context.trace_id = trace_id.as_u128().into();
+    }
+    ctx
+}
+
+/// The request id a [`context`] carried, in its usual UUID form.
+pub fn request_id(ctx: &tarpc::context::Context) -> Option<String> {
+    let raw = u128::from(ctx.trace_context.trace_id);
+    (raw != 0).then(|| uuid::Uuid::from_u128(raw).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tarpc::server::{BaseChannel, Channel};
+
+    #[derive(Clone)]
+    struct Echo;
+
+    impl LogRpc for Echo {
+        async fn log_info(
+            self,
+            ctx: tarpc::context::Context,
+            name: String,
+            _data: String,
+        ) -> Result<String, RpcError> {
+            Ok(format!(
+                "{}|{}",
+                processed_reply(&name),
+                request_id(&ctx).unwrap_or_default()
+            ))
+        }
+        async fn log_entry(
+            self,
+            _: tarpc::context::Context,
+            entry: LogEntry,
+        ) -> Result<String, RpcError> {
+            Err(RpcError::Invalid(format!("refused {}", entry.name)))
+        }
+    }
+
+    #[tokio::test]
+    async fn calls_travel_over_tcp_with_the_request_id() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            BaseChannel::with_defaults(transport(stream))
+                .execute(Echo.serve())
+                .for_each(|call| async move {
+                    tokio::spawn(call);
+                })
+                .await;
+        });
+        let client = connect(addr).await.expect("connect");
+        let id = "0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e";
+        let timeout = std::time::Duration::from_secs(5);
+        let reply = client
+            .log_info(context(Some(id), timeout), "event".into(), "data".into())
+            .await
+            .expect("transport");
+        assert_eq!(reply, Ok(format!("Processed payload via RPC:event|{id}")));
+        let refused = client
+            .log_entry(
+                context(None, timeout),
+                LogEntry {
+                    name: "x".into(),
+                    data: String::new(),
+                    id: None,
+                },
+            )
+            .await
+            .expect("transport");
+        assert_eq!(refused, Err(RpcError::Invalid("refused x".into())));
+    }
+}
