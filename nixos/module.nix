@@ -1,0 +1,571 @@
+# NixOS module: services.switchboard.
+#
+# The units themselves ship in the package (lib/systemd/system, the files in
+# systemd/); this module enables them with `systemd.packages`, adds per-host
+# drop-ins (listen addresses, ordering on the dependencies, credentials, the
+# IP allow list), writes /etc/switchboard/<service>.toml from `settings`, and
+# optionally sets up the dependency servers on this host.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+let
+  inherit (lib)
+    mkIf
+    mkMerge
+    mkOption
+    mkDefault
+    types
+    ;
+
+  cfg = config.services.switchboard;
+  settingsFormat = pkgs.formats.toml { };
+
+  # Every service, its listening sockets (name -> default port) and whether its
+  # unit may reach the network at all (the front-end runs with PrivateNetwork=yes).
+  serviceDefs = {
+    broker = {
+      description = "the API gateway";
+      sockets.http = 8080;
+      network = true;
+    };
+    auth = {
+      description = "user authentication (PostgreSQL)";
+      sockets.http = 8081;
+      network = true;
+    };
+    logger = {
+      description = "the central log store (MongoDB)";
+      sockets = {
+        http = 8082;
+        rpc = 5001;
+        grpc = 50001;
+      };
+      network = true;
+    };
+    mail = {
+      description = "the mail sender (SMTP)";
+      sockets.http = 8083;
+      network = true;
+    };
+    listener = {
+      description = "the RabbitMQ event listener";
+      sockets = { };
+      network = true;
+    };
+    frontend = {
+      description = "the test page";
+      sockets.http = 8084;
+      network = false;
+    };
+  };
+  serviceNames = lib.attrNames serviceDefs;
+
+  # The unit names are those of the files in systemd/.
+  serviceUnit = name: "switchboard-${name}";
+  socketUnit =
+    name: socket: if name == "logger" then "switchboard-logger-${socket}" else "switchboard-${name}";
+
+  enabled = name: cfg.${name}.enable;
+
+  # "127.0.0.1:8080", "[::1]:8080"
+  hostPart = address: if lib.hasInfix ":" address then "[${address}]" else address;
+  bindAddress = l: "${hostPart l.address}:${toString l.port}";
+  # Where a client on this host connects to reach a listener: the wildcard
+  # addresses are not connectable, their loopback counterpart is.
+  connectHost =
+    address:
+    if address == "0.0.0.0" || address == "" then
+      "127.0.0.1"
+    else if address == "::" then
+      "::1"
+    else
+      address;
+  connectAddress = l: "${hostPart (connectHost l.address)}:${toString l.port}";
+  httpUrl = l: "http://${connectAddress l}";
+  isLoopback = address: lib.hasPrefix "127." address || address == "::1" || address == "localhost";
+
+  listenOption =
+    name: socket: defaultPort:
+    mkOption {
+      description = ''
+        Where the `${socket}` socket of switchboard-${name} listens. The
+        address replaces the `ListenStream=` of the shipped socket unit, and
+        is written to `listen.${socket}` in the service's settings.
+      '';
+      default = { };
+      type = types.submodule {
+        options = {
+          address = mkOption {
+            type = types.str;
+            default = "127.0.0.1";
+            example = "0.0.0.0";
+            description = "IP address to listen on (IPv6 without brackets).";
+          };
+          port = mkOption {
+            type = types.port;
+            default = defaultPort;
+            description = "TCP port.";
+          };
+        };
+      };
+    };
+
+  serviceOptions =
+    name: def:
+    {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Whether to run switchboard-${name}, ${def.description}, on this
+          host (with {option}`services.switchboard.enable`). Disabled
+          services have their units masked.
+        '';
+      };
+
+      settings = mkOption {
+        type = settingsFormat.type;
+        default = { };
+        example = lib.literalExpression ''{ runtime.log_filter = "debug"; }'';
+        description = ''
+          Configuration of switchboard-${name}, written to
+          {file}`/etc/switchboard/${name}.toml`. The keys are those listed
+          for `${name}` in the project's README (sections such as
+          `runtime`, `listen`, ...). The module fills in the addresses of
+          the other services and of the dependencies it manages, each
+          with `lib.mkDefault`. Never put secrets here: the file is in the
+          Nix store.
+        '';
+      };
+    }
+    // lib.optionalAttrs (def.sockets != { }) {
+      listen = lib.mapAttrs (listenOption name) def.sockets;
+    }
+    // lib.optionalAttrs def.network {
+      ipAddressAllow = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [ "10.0.0.0/8" ];
+        description = ''
+          Addresses or networks, in addition to
+          {option}`services.switchboard.ipAddressAllow` and localhost,
+          that switchboard-${name} may exchange packets with (added to
+          `IPAddressAllow=`; the unit keeps `IPAddressDeny=any`). Needed
+          when a dependency runs on another host. Connections arriving on
+          the activation sockets are not filtered by this list.
+        '';
+      };
+    };
+
+  configFile = name: settingsFormat.generate "switchboard-${name}.toml" cfg.${name}.settings;
+
+  # Dependencies this host runs for the enabled services.
+  localPostgresql = enabled "auth" && cfg.postgresql.createLocally;
+  localMongodb = enabled "logger" && cfg.mongodb.createLocally;
+  localRabbitmq =
+    lib.any enabled [
+      "auth"
+      "broker"
+      "listener"
+    ]
+    && cfg.rabbitmq.createLocally;
+  localMailhog = enabled "mail" && cfg.mailhog.createLocally;
+
+  mongodbUnit = if cfg.mongodb.server == "ferretdb" then "ferretdb.service" else "mongodb.service";
+  pg = config.services.postgresql;
+  rabbitmqUrl = "amqp://guest:guest@${hostPart (connectHost config.services.rabbitmq.listenAddress)}:${toString config.services.rabbitmq.port}/%2f";
+
+  # Units a service is ordered after and requires, on this host.
+  dependencyUnits = {
+    auth =
+      lib.optional localPostgresql "postgresql.target" ++ lib.optional localRabbitmq "rabbitmq.service";
+    broker = lib.optional localRabbitmq "rabbitmq.service";
+    listener = lib.optional localRabbitmq "rabbitmq.service";
+    logger = lib.optional localMongodb mongodbUnit;
+    mail = lib.optional localMailhog "mailhog.service";
+    frontend = [ ];
+  };
+
+  # hasSetting "auth" "database.url": whether that key is set (by anyone).
+  hasSetting = name: key: lib.hasAttrByPath (lib.splitString "." key) cfg.${name}.settings;
+
+  # Credentials: the shipped units load them from the credential store when
+  # present; a configured file replaces that source (empty value resets first).
+  credential =
+    id: file:
+    mkIf (file != null) {
+      LoadCredential = [
+        ""
+        "${id}:${file}"
+      ];
+    };
+
+  # Every listening address on this host, to catch two sockets on one port.
+  allListeners = lib.concatMap (
+    name:
+    lib.optionals (enabled name && serviceDefs.${name}.sockets != { }) (
+      lib.mapAttrsToList (socket: l: {
+        inherit name socket;
+        port = l.port;
+      }) cfg.${name}.listen
+    )
+  ) serviceNames;
+  portClashes = lib.filter (
+    a: lib.length (lib.filter (b: b.port == a.port) allListeners) > 1
+  ) allListeners;
+
+  # Assertions for a service that is enabled but has nowhere to reach a
+  # dependency: not managed here and no address configured.
+  needs = name: cond: message: {
+    assertion = !(cfg.enable && enabled name) || cond;
+    message = "services.switchboard.${name}: ${message}";
+  };
+in
+{
+  options.services.switchboard = {
+    enable = lib.mkEnableOption "Switchboard, the microservices system (broker, auth, logger, mail, listener, front-end)";
+
+    package = lib.mkPackageOption pkgs "switchboard" {
+      extraDescription = "The flake's `nixosModules.default` sets this to the flake's own package.";
+    };
+
+    ipAddressAllow = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      example = [ "192.168.1.10" ];
+      description = ''
+        Addresses or networks every Switchboard service (except the
+        front-end, which has no network) may reach besides localhost, e.g.
+        the hosts of PostgreSQL, MongoDB and RabbitMQ in a multi-host
+        deployment. Added to `IPAddressAllow=`; `IPAddressDeny=any` stays.
+      '';
+    };
+
+    postgresql.createLocally = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Run PostgreSQL on this host for switchboard-auth: database and role
+        `switchboard-auth` (the unit's DynamicUser name), peer
+        authentication over the unix socket, no password. Disable to use an
+        existing server: set `services.switchboard.auth.settings.database.url`
+        and, if it needs one, {option}`services.switchboard.auth.databasePasswordFile`.
+      '';
+    };
+
+    mongodb = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run a MongoDB-compatible server on this host for
+          switchboard-logger, listening on 127.0.0.1:27017. Disable to use
+          an existing one: set `services.switchboard.logger.settings.mongodb.url`.
+        '';
+      };
+      server = mkOption {
+        type = types.enum [
+          "mongodb"
+          "ferretdb"
+        ];
+        default = "mongodb";
+        description = ''
+          Which server {option}`services.switchboard.mongodb.createLocally`
+          runs: `mongodb` ({option}`services.mongodb`, package
+          `pkgs.mongodb-ce` by default, which is unfree: allow it with
+          `nixpkgs.config.allowUnfreePredicate`), or `ferretdb`
+          ({option}`services.ferretdb`, SQLite backend) for a fully free system.
+        '';
+      };
+    };
+
+    rabbitmq.createLocally = mkOption {
+      type = types.bool;
+      default = true;
+      description = ''
+        Run RabbitMQ on this host for switchboard-auth, -broker and
+        -listener (user guest, loopback only). Disable to use an existing
+        broker: set `settings.events.amqp_url` of auth and broker and
+        `settings.amqp.url` of the listener.
+      '';
+    };
+
+    mailhog.createLocally = mkOption {
+      type = types.bool;
+      default = false;
+      description = ''
+        Run MailHog on this host and send switchboard-mail's messages to it.
+        For development and tests only: MailHog delivers nothing. In
+        production set `services.switchboard.mail.settings.smtp.host` (and
+        port, encryption, username) to a real relay and the password with
+        {option}`services.switchboard.mail.smtpPasswordFile`.
+      '';
+    };
+
+    broker = serviceOptions "broker" serviceDefs.broker // {
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open the broker's HTTP port in the firewall.";
+      };
+    };
+    auth = serviceOptions "auth" serviceDefs.auth // {
+      databasePasswordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/switchboard-db-password";
+        description = ''
+          File holding the PostgreSQL password, passed to switchboard-auth
+          as the systemd credential `db-password` (`LoadCredential=`), so
+          it may be readable by root only. Unneeded with the local server.
+        '';
+      };
+    };
+    logger = serviceOptions "logger" serviceDefs.logger;
+    mail = serviceOptions "mail" serviceDefs.mail // {
+      smtpPasswordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/smtp-password";
+        description = ''
+          File holding the SMTP password, passed to switchboard-mail as the
+          systemd credential `smtp-password` (`LoadCredential=`), so it
+          may be readable by root only.
+        '';
+      };
+    };
+    listener = serviceOptions "listener" serviceDefs.listener;
+    frontend = serviceOptions "frontend" serviceDefs.frontend // {
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Open the front-end's HTTP port in the firewall.";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (mkMerge [
+    {
+      assertions = [
+        (needs "auth" (localPostgresql || hasSetting "auth" "database.url")
+          "has no PostgreSQL: enable services.switchboard.postgresql.createLocally or set services.switchboard.auth.settings.database.url."
+        )
+        (needs "auth" (localRabbitmq || hasSetting "auth" "events.amqp_url")
+          "has no RabbitMQ: enable services.switchboard.rabbitmq.createLocally or set services.switchboard.auth.settings.events.amqp_url."
+        )
+        (needs "broker" (localRabbitmq || hasSetting "broker" "events.amqp_url")
+          "has no RabbitMQ: enable services.switchboard.rabbitmq.createLocally or set services.switchboard.broker.settings.events.amqp_url."
+        )
+        (needs "listener" (localRabbitmq || hasSetting "listener" "amqp.url")
+          "has no RabbitMQ: enable services.switchboard.rabbitmq.createLocally or set services.switchboard.listener.settings.amqp.url."
+        )
+        (needs "logger" (localMongodb || hasSetting "logger" "mongodb.url")
+          "has no MongoDB: enable services.switchboard.mongodb.createLocally or set services.switchboard.logger.settings.mongodb.url."
+        )
+        (needs "mail" (localMailhog || hasSetting "mail" "smtp.host")
+          "has no SMTP server: set services.switchboard.mail.settings.smtp.host (a real relay), or services.switchboard.mailhog.createLocally = true for development."
+        )
+        (needs "broker" (enabled "auth" || hasSetting "broker" "downstream.auth_url")
+          "switchboard-auth is not enabled on this host: set services.switchboard.broker.settings.downstream.auth_url to where it runs."
+        )
+        (needs "broker" (enabled "mail" || hasSetting "broker" "downstream.mail_url")
+          "switchboard-mail is not enabled on this host: set services.switchboard.broker.settings.downstream.mail_url to where it runs."
+        )
+        (needs "broker"
+          (
+            enabled "logger"
+            || lib.all (hasSetting "broker") [
+              "downstream.logger_http_url"
+              "downstream.logger_rpc_addr"
+              "downstream.logger_grpc_url"
+            ]
+          )
+          "switchboard-logger is not enabled on this host: set services.switchboard.broker.settings.downstream.logger_http_url, logger_rpc_addr and logger_grpc_url to where it runs."
+        )
+        (needs "listener"
+          (
+            enabled "logger"
+            || hasSetting "listener" "logger.rpc_addr"
+            || hasSetting "listener" "logger.http_url"
+          )
+          "switchboard-logger is not enabled on this host: set services.switchboard.listener.settings.logger.rpc_addr (or http_url with logger.via = \"http\") to where it runs."
+        )
+        {
+          assertion = portClashes == [ ];
+          message = "services.switchboard: several sockets listen on one port: ${
+            lib.concatMapStringsSep ", " (l: "${l.name}.listen.${l.socket} (${toString l.port})") portClashes
+          }.";
+        }
+        {
+          assertion = lib.all (f: f == null || lib.hasPrefix "/" f) [
+            cfg.auth.databasePasswordFile
+            cfg.mail.smtpPasswordFile
+          ];
+          message = "services.switchboard: databasePasswordFile and smtpPasswordFile must be absolute paths.";
+        }
+      ];
+
+      warnings =
+        lib.optional
+          (cfg.broker.openFirewall && enabled "broker" && isLoopback cfg.broker.listen.http.address)
+          "services.switchboard.broker.openFirewall is set, but the broker listens on ${cfg.broker.listen.http.address} only: set services.switchboard.broker.listen.http.address."
+        ++
+          lib.optional
+            (cfg.frontend.openFirewall && enabled "frontend" && isLoopback cfg.frontend.listen.http.address)
+            "services.switchboard.frontend.openFirewall is set, but the front-end listens on ${cfg.frontend.listen.http.address} only: set services.switchboard.frontend.listen.http.address."
+        ++
+          lib.optional (cfg.mailhog.createLocally && cfg.mail.smtpPasswordFile != null)
+            "services.switchboard.mail.smtpPasswordFile is set, but mail goes to the local MailHog, which ignores it.";
+
+      systemd.packages = [ cfg.package ];
+
+      # The package's [Install] sections are not used on NixOS: wire up here.
+      systemd.targets.switchboard.wantedBy = [ "multi-user.target" ];
+
+      environment.etc = lib.listToAttrs (
+        map (name: lib.nameValuePair "switchboard/${name}.toml" { source = configFile name; }) (
+          lib.filter enabled serviceNames
+        )
+      );
+
+      networking.firewall.allowedTCPPorts =
+        lib.optional (cfg.broker.openFirewall && enabled "broker") cfg.broker.listen.http.port
+        ++ lib.optional (cfg.frontend.openFirewall && enabled "frontend") cfg.frontend.listen.http.port;
+    }
+
+    # Units: drop-ins for enabled services, masks for disabled ones (so that
+    # switchboard.target's Wants= on them are no-ops).
+    {
+      systemd.services = lib.listToAttrs (
+        map (
+          name:
+          lib.nameValuePair (serviceUnit name) (
+            if enabled name then
+              {
+                after = dependencyUnits.${name};
+                requires = dependencyUnits.${name};
+                wantedBy = lib.optional (serviceDefs.${name}.sockets == { }) "switchboard.target";
+                restartTriggers = [ (configFile name) ];
+                serviceConfig = mkMerge [
+                  (mkIf serviceDefs.${name}.network (
+                    let
+                      allow = cfg.ipAddressAllow ++ cfg.${name}.ipAddressAllow;
+                    in
+                    mkIf (allow != [ ]) { IPAddressAllow = allow; }
+                  ))
+                  (mkIf (name == "auth") (credential "db-password" cfg.auth.databasePasswordFile))
+                  (mkIf (name == "mail") (credential "smtp-password" cfg.mail.smtpPasswordFile))
+                ];
+              }
+            else
+              { enable = false; }
+          )
+        ) serviceNames
+      );
+
+      systemd.sockets = lib.listToAttrs (
+        lib.concatMap (
+          name:
+          lib.mapAttrsToList (
+            socket: _:
+            lib.nameValuePair (socketUnit name socket) (
+              if enabled name then
+                {
+                  wantedBy = [ "switchboard.target" ];
+                  # A drop-in appends to the shipped ListenStream=: reset first.
+                  listenStreams = [
+                    ""
+                    (bindAddress cfg.${name}.listen.${socket})
+                  ];
+                }
+              else
+                { enable = false; }
+            )
+          ) serviceDefs.${name}.sockets
+        ) serviceNames
+      );
+    }
+
+    # Settings the module knows: listen addresses and where the other
+    # services are. All mkDefault, so an explicit setting wins.
+    {
+      # Only services with sockets have a `listen` section (the listener
+      # would reject an empty one as an unknown key).
+      services.switchboard =
+        lib.genAttrs (lib.filter (name: serviceDefs.${name}.sockets != { }) serviceNames)
+          (name: {
+            settings.listen = lib.mapAttrs (_: l: mkDefault (bindAddress l)) cfg.${name}.listen;
+          });
+    }
+    {
+      services.switchboard.broker.settings.downstream = mkMerge [
+        (mkIf (enabled "auth") { auth_url = mkDefault (httpUrl cfg.auth.listen.http); })
+        (mkIf (enabled "mail") { mail_url = mkDefault (httpUrl cfg.mail.listen.http); })
+        (mkIf (enabled "logger") {
+          logger_http_url = mkDefault (httpUrl cfg.logger.listen.http);
+          logger_rpc_addr = mkDefault (connectAddress cfg.logger.listen.rpc);
+          logger_grpc_url = mkDefault (httpUrl cfg.logger.listen.grpc);
+        })
+      ];
+      services.switchboard.listener.settings.logger = mkIf (enabled "logger") {
+        rpc_addr = mkDefault (connectAddress cfg.logger.listen.rpc);
+        http_url = mkDefault (httpUrl cfg.logger.listen.http);
+      };
+      services.switchboard.frontend.settings.page = mkIf (enabled "broker") {
+        broker_url = mkDefault (httpUrl cfg.broker.listen.http);
+      };
+    }
+
+    (mkIf localPostgresql {
+      # Peer authentication maps the unit's DynamicUser name (the unit name,
+      # switchboard-auth) to the role of the same name, which owns the
+      # database of the same name.
+      services.postgresql = {
+        enable = true;
+        ensureDatabases = [ "switchboard-auth" ];
+        ensureUsers = [
+          {
+            name = "switchboard-auth";
+            ensureDBOwnership = true;
+          }
+        ];
+      };
+      services.switchboard.auth.settings.database.url =
+        mkDefault "postgres:///switchboard-auth?host=/run/postgresql&port=${toString pg.settings.port}&user=switchboard-auth";
+    })
+
+    (mkIf localRabbitmq {
+      services.rabbitmq.enable = true;
+      services.switchboard.auth.settings.events.amqp_url = mkDefault rabbitmqUrl;
+      services.switchboard.broker.settings.events.amqp_url = mkDefault rabbitmqUrl;
+      services.switchboard.listener.settings.amqp.url = mkDefault rabbitmqUrl;
+    })
+
+    (mkIf (localMongodb && cfg.mongodb.server == "mongodb") {
+      services.mongodb = {
+        enable = true;
+        package = mkDefault pkgs.mongodb-ce;
+      };
+      services.switchboard.logger.settings.mongodb.url = mkDefault "mongodb://127.0.0.1:27017";
+    })
+
+    (mkIf (localMongodb && cfg.mongodb.server == "ferretdb") {
+      services.ferretdb = {
+        enable = true;
+        settings.FERRETDB_LISTEN_ADDR = mkDefault "127.0.0.1:27017";
+      };
+      services.switchboard.logger.settings.mongodb.url = mkDefault "mongodb://127.0.0.1:27017";
+    })
+
+    (mkIf localMailhog {
+      services.mailhog.enable = true;
+      services.switchboard.mail.settings.smtp = {
+        host = mkDefault "127.0.0.1";
+        port = mkDefault config.services.mailhog.smtpPort;
+      };
+    })
+  ]);
+}

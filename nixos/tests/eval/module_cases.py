@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""Evaluation cases for nixos/module.nix, run through the stand-in evaluator.
+
+Each case evaluates the module with one configuration (stub-eval.nix: nixpkgs'
+real module system and lib, typed stand-ins for the NixOS options) and checks
+what it configures: units and drop-ins, dependency servers, /etc files,
+firewall, assertions and warnings. A case either evaluates and passes its
+checks, or is expected to fail an assertion whose message it names.
+
+Usage: module_cases.py NIXPKGS_LIB   (the lib/ directory of nixpkgs, or its parent)
+Exit status: 0 all cases pass, 1 a case failed, 2 setup problem.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE = os.path.normpath(os.path.join(HERE, "..", "..", "module.nix"))
+EVALUATOR = os.path.join(HERE, "stub-eval.nix")
+
+SERVICES = ["broker", "auth", "logger", "mail", "listener", "frontend"]
+SOCKETS = {
+    "switchboard-broker": "127.0.0.1:8080",
+    "switchboard-auth": "127.0.0.1:8081",
+    "switchboard-logger-http": "127.0.0.1:8082",
+    "switchboard-logger-rpc": "127.0.0.1:5001",
+    "switchboard-logger-grpc": "127.0.0.1:50001",
+    "switchboard-mail": "127.0.0.1:8083",
+    "switchboard-frontend": "127.0.0.1:8084",
+}
+# Enough for every service to evaluate without local dependency servers.
+EXTERNAL = """
+  services.switchboard.postgresql.createLocally = false;
+  services.switchboard.mongodb.createLocally = false;
+  services.switchboard.rabbitmq.createLocally = false;
+  services.switchboard.auth.settings.database.url = "postgres://switchboard@10.0.0.5:5432/switchboard";
+  services.switchboard.auth.settings.events.amqp_url = "amqp://switchboard:pw@10.0.0.5:5672/%2f";
+  services.switchboard.broker.settings.events.amqp_url = "amqp://switchboard:pw@10.0.0.5:5672/%2f";
+  services.switchboard.listener.settings.amqp.url = "amqp://switchboard:pw@10.0.0.5:5672/%2f";
+  services.switchboard.logger.settings.mongodb.url = "mongodb://10.0.0.5:27017";
+  services.switchboard.mail.settings.smtp.host = "smtp.example.com";
+"""
+
+
+class Case:
+    def __init__(self, lib, tmp):
+        self.lib = lib
+        self.tmp = tmp
+        self.problems = []
+
+    def evaluate(self, config, fatal=True, enable=True):
+        """Evaluate the module with CONFIG (Nix attribute set body); returns (ok, json-or-stderr)."""
+        switch = "true" if enable else "false"
+        cmd = [
+            "nix-instantiate", "--eval", "--strict", "--json", EVALUATOR,
+            "--arg", "lib", f"import {self.lib}",
+            "--arg", "module", MODULE,
+            "--arg", "config", f"{{ services.switchboard.enable = {switch};\n" + config + "\n}",
+        ]
+        if not fatal:
+            cmd += ["--arg", "assertionsFatal", "false"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.tmp)
+        if proc.returncode != 0:
+            return False, proc.stderr
+        return True, json.loads(proc.stdout)
+
+    def check(self, condition, what):
+        if not condition:
+            self.problems.append(what)
+
+
+def units(out, kind):
+    return out["systemd"][kind]
+
+
+def service(out, name):
+    return out["systemd"]["services"][f"switchboard-{name}"]
+
+
+def case_defaults(c):
+    """Everything on one host, dependencies created locally, MailHog for mail."""
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    s = out["systemd"]
+    c.check(s["packages"] == [out["switchboard"]["package"]], "systemd.packages is the package")
+    c.check(s["targets"]["switchboard"]["wantedBy"] == ["multi-user.target"], "switchboard.target wanted by multi-user.target")
+    for unit, addr in SOCKETS.items():
+        sock = s["sockets"].get(unit)
+        c.check(sock is not None and sock["listenStreams"] == ["", addr], f"{unit}.socket: ListenStream reset, then {addr}")
+        c.check(sock is not None and sock["wantedBy"] == ["switchboard.target"], f"{unit}.socket wanted by switchboard.target")
+    for name in SERVICES:
+        svc = service(out, name)
+        c.check(svc["enable"], f"{name} enabled")
+        wanted = ["switchboard.target"] if name == "listener" else []
+        c.check(svc["wantedBy"] == wanted, f"{name}.service wantedBy {wanted} (socket-activated ones start on demand)")
+        c.check("IPAddressAllow" not in svc["serviceConfig"], f"{name}: no IPAddressAllow drop-in on a single host")
+        c.check("LoadCredential" not in svc["serviceConfig"], f"{name}: no credential drop-in without a password file")
+        c.check(svc["restartTriggers"] != [], f"{name}: restarts when its settings change")
+        c.check(f"switchboard/{name}.toml" in out["environment"]["etc"], f"/etc/switchboard/{name}.toml")
+    c.check(service(out, "auth")["requires"] == ["postgresql.target", "rabbitmq.service"], "auth requires postgresql.target and rabbitmq")
+    c.check(service(out, "auth")["after"] == ["postgresql.target", "rabbitmq.service"], "auth after postgresql.target and rabbitmq")
+    c.check(service(out, "logger")["requires"] == ["mongodb.service"], "logger requires mongodb")
+    c.check(service(out, "mail")["requires"] == ["mailhog.service"], "mail requires mailhog")
+    c.check(service(out, "broker")["requires"] == ["rabbitmq.service"], "broker requires rabbitmq")
+    c.check(service(out, "listener")["requires"] == ["rabbitmq.service"], "listener requires rabbitmq")
+    c.check(service(out, "frontend")["requires"] == [], "frontend has no dependency")
+    svcs = out["services"]
+    c.check(svcs["postgresql"]["ensureDatabases"] == ["switchboard-auth"], "database switchboard-auth")
+    c.check(svcs["postgresql"]["ensureUsers"] == [{"name": "switchboard-auth", "ensureDBOwnership": True, "ensureClauses": {}}],
+            "role switchboard-auth owning its database")
+    c.check(svcs["mongodb"]["package"].endswith("-mongodb-ce"), "mongodb package is mongodb-ce")
+    c.check("ferretdb" not in svcs, "no ferretdb")
+    c.check("rabbitmq" in svcs and "mailhog" in svcs, "rabbitmq and mailhog enabled")
+    sb = out["switchboard"]
+    c.check(sb["auth"]["settings"]["database"]["url"] == "postgres:///switchboard-auth?host=/run/postgresql&port=5432&user=switchboard-auth",
+            "auth uses peer authentication over the unix socket")
+    c.check(sb["broker"]["settings"]["downstream"] == {
+        "auth_url": "http://127.0.0.1:8081", "mail_url": "http://127.0.0.1:8083",
+        "logger_http_url": "http://127.0.0.1:8082", "logger_rpc_addr": "127.0.0.1:5001",
+        "logger_grpc_url": "http://127.0.0.1:50001"}, "broker downstream addresses")
+    c.check(sb["listener"]["settings"]["logger"]["rpc_addr"] == "127.0.0.1:5001", "listener finds the logger")
+    c.check("listen" not in sb["listener"]["settings"], "listener has no listen section")
+    c.check(sb["mail"]["settings"]["smtp"] == {"host": "127.0.0.1", "port": 1025}, "mail goes to MailHog")
+    c.check(sb["logger"]["settings"]["listen"] == {"http": "127.0.0.1:8082", "rpc": "127.0.0.1:5001", "grpc": "127.0.0.1:50001"},
+            "logger listen settings")
+    c.check(out["networking"]["firewall"]["allowedTCPPorts"] == [], "firewall stays closed")
+    c.check(out["warnings"] == [] and out["failedAssertions"] == [], "no warnings, no failed assertions")
+
+
+def case_mail_needs_smtp(c):
+    """Defaults without MailHog: mail has no SMTP server, which is an assertion."""
+    ok, out = c.evaluate("", fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    c.check(any("smtp.host" in m and "mailhog.createLocally" in m for m in out["failedAssertions"]),
+            f"assertion about the SMTP server, got {out['failedAssertions']}")
+    ok, err = c.evaluate("")
+    c.check(not ok and "Failed assertions" in err and "services.switchboard.mail: has no SMTP server" in err,
+            "fatal evaluation names the mail service")
+
+
+def case_only_logger(c):
+    """Every service disabled but the logger."""
+    off = "".join(f"services.switchboard.{n}.enable = false;\n" for n in SERVICES if n != "logger")
+    ok, out = c.evaluate(off)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    s = out["systemd"]
+    for name in SERVICES:
+        c.check(service(out, name)["enable"] == (name == "logger"), f"{name}.service {'enabled' if name == 'logger' else 'masked'}")
+    for unit in SOCKETS:
+        want = unit.startswith("switchboard-logger")
+        c.check(s["sockets"][unit]["enable"] == want, f"{unit}.socket {'enabled' if want else 'masked'}")
+    c.check(list(out["environment"]["etc"]) == ["switchboard/logger.toml"], "only logger.toml in /etc")
+    svcs = out["services"]
+    c.check("mongodb" in svcs, "mongodb for the logger")
+    for dep in ["postgresql", "rabbitmq", "mailhog"]:
+        c.check(dep not in svcs, f"no {dep} without a service that needs it")
+    c.check(out["failedAssertions"] == [], "no failed assertions")
+
+
+def case_external(c):
+    """Dependencies on another host, broker exposed, credentials from files."""
+    ok, out = c.evaluate(EXTERNAL + """
+  services.switchboard.ipAddressAllow = [ "10.0.0.5" ];
+  services.switchboard.mail.ipAddressAllow = [ "192.0.2.25" ];
+  services.switchboard.auth.databasePasswordFile = "/run/keys/switchboard-db";
+  services.switchboard.mail.smtpPasswordFile = "/run/keys/smtp";
+  services.switchboard.broker.listen.http.address = "0.0.0.0";
+  services.switchboard.broker.openFirewall = true;
+""")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    svcs = out["services"]
+    for dep in ["postgresql", "mongodb", "ferretdb", "rabbitmq", "mailhog"]:
+        c.check(dep not in svcs, f"no local {dep}")
+    for name in SERVICES:
+        svc = service(out, name)
+        c.check(svc["requires"] == [] and svc["after"] == [], f"{name}: no ordering on local dependencies")
+        allow = svc["serviceConfig"].get("IPAddressAllow")
+        want = None if name == "frontend" else (["10.0.0.5", "192.0.2.25"] if name == "mail" else ["10.0.0.5"])
+        c.check(allow == want, f"{name}: IPAddressAllow {want}, got {allow}")
+        c.check("IPAddressDeny" not in svc["serviceConfig"], f"{name}: IPAddressDeny of the shipped unit untouched")
+    c.check(service(out, "auth")["serviceConfig"].get("LoadCredential") == ["", "db-password:/run/keys/switchboard-db"],
+            "auth: credential db-password from the file (reset first)")
+    c.check(service(out, "mail")["serviceConfig"].get("LoadCredential") == ["", "smtp-password:/run/keys/smtp"],
+            "mail: credential smtp-password from the file (reset first)")
+    text = service(out, "auth")["unitText"]
+    c.check("LoadCredential=\nLoadCredential=db-password:/run/keys/switchboard-db\n" in text, "auth drop-in text resets LoadCredential")
+    c.check(out["systemd"]["sockets"]["switchboard-broker"]["listenStreams"] == ["", "0.0.0.0:8080"], "broker listens on all addresses")
+    c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "http://127.0.0.1:8080",
+            "front-end's broker URL uses a connectable address")
+    c.check(out["networking"]["firewall"]["allowedTCPPorts"] == [8080], "only the broker's port is open")
+    c.check(out["switchboard"]["auth"]["settings"]["database"]["url"].startswith("postgres://switchboard@10.0.0.5"),
+            "explicit database URL kept")
+    c.check(out["failedAssertions"] == [] and out["warnings"] == [], "no failed assertions, no warnings")
+
+
+def case_ferretdb(c):
+    """FerretDB instead of MongoDB for a fully free system."""
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;\nservices.switchboard.mongodb.server = \"ferretdb\";")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    svcs = out["services"]
+    c.check("ferretdb" in svcs and "mongodb" not in svcs, "ferretdb instead of mongodb")
+    c.check(svcs.get("ferretdb", {}).get("settings", {}).get("FERRETDB_LISTEN_ADDR") == "127.0.0.1:27017", "ferretdb on 127.0.0.1:27017")
+    c.check(service(out, "logger")["requires"] == ["ferretdb.service"], "logger requires ferretdb.service")
+    c.check(out["switchboard"]["logger"]["settings"]["mongodb"]["url"] == "mongodb://127.0.0.1:27017", "logger URL")
+
+
+def case_missing_dependencies(c):
+    """Local dependency servers off and no addresses: one assertion per service and dependency."""
+    ok, out = c.evaluate("""
+  services.switchboard.postgresql.createLocally = false;
+  services.switchboard.mongodb.createLocally = false;
+  services.switchboard.rabbitmq.createLocally = false;
+  services.switchboard.mail.settings.smtp.host = "smtp.example.com";
+""", fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    failed = out["failedAssertions"]
+    for expected in ["auth: has no PostgreSQL", "auth: has no RabbitMQ", "broker: has no RabbitMQ",
+                     "listener: has no RabbitMQ", "logger: has no MongoDB"]:
+        c.check(any(expected in m for m in failed), f"assertion '{expected}', got {failed}")
+    c.check(len(failed) == 5, f"exactly 5 failed assertions, got {len(failed)}")
+
+
+def case_broker_alone(c):
+    """Broker without auth, logger and mail on this host needs their addresses."""
+    off = "".join(f"services.switchboard.{n}.enable = false;\n" for n in ["auth", "logger", "mail", "listener"])
+    ok, out = c.evaluate(off, fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    failed = out["failedAssertions"]
+    for key in ["downstream.auth_url", "downstream.mail_url", "downstream.logger_http_url"]:
+        c.check(any(key in m for m in failed), f"assertion naming {key}, got {failed}")
+    ok, out = c.evaluate(off + """
+  services.switchboard.broker.settings.downstream = {
+    auth_url = "http://10.0.0.2:8081"; mail_url = "http://10.0.0.2:8083";
+    logger_http_url = "http://10.0.0.3:8082"; logger_rpc_addr = "10.0.0.3:5001"; logger_grpc_url = "http://10.0.0.3:50001";
+  };
+""")
+    if not ok:
+        return c.check(False, "with addresses it should evaluate:\n" + out)
+    c.check(out["switchboard"]["broker"]["settings"]["downstream"]["auth_url"] == "http://10.0.0.2:8081", "explicit downstream kept")
+    c.check(sorted(out["services"]) == ["epmd", "rabbitmq", "switchboard"], "only RabbitMQ for the broker")
+
+
+def case_listen_addresses(c):
+    """IPv6 and moved ports propagate to sockets and to the other services' settings."""
+    ok, out = c.evaluate("""
+  services.switchboard.mailhog.createLocally = true;
+  services.switchboard.broker.listen.http = { address = "::"; port = 9090; };
+  services.switchboard.logger.listen.rpc.address = "::1";
+""")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    s = out["systemd"]["sockets"]
+    c.check(s["switchboard-broker"]["listenStreams"] == ["", "[::]:9090"], "IPv6 wildcard bracketed")
+    c.check(s["switchboard-logger-rpc"]["listenStreams"] == ["", "[::1]:5001"], "IPv6 loopback bracketed")
+    sb = out["switchboard"]
+    c.check(sb["frontend"]["settings"]["page"]["broker_url"] == "http://[::1]:9090", "front-end follows the broker")
+    c.check(sb["broker"]["settings"]["downstream"]["logger_rpc_addr"] == "[::1]:5001", "broker follows the logger")
+    c.check(sb["broker"]["settings"]["listen"]["http"] == "[::]:9090", "broker's own listen setting")
+
+
+def case_port_clash_and_warnings(c):
+    ok, out = c.evaluate("""
+  services.switchboard.mailhog.createLocally = true;
+  services.switchboard.mail.listen.http.port = 8080;
+  services.switchboard.frontend.openFirewall = true;
+  services.switchboard.auth.databasePasswordFile = "relative/path";
+""", fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    failed = out["failedAssertions"]
+    c.check(any("several sockets listen on one port" in m and "mail.listen.http" in m for m in failed), f"port clash, got {failed}")
+    c.check(any("must be absolute paths" in m for m in failed), f"relative password file, got {failed}")
+    c.check(any("frontend.openFirewall" in w for w in out["warnings"]), f"warning for a firewall hole to a loopback socket, got {out['warnings']}")
+
+
+def case_type_errors(c):
+    ok, err = c.evaluate("services.switchboard.mongodb.server = \"postgres\";")
+    c.check(not ok and "services.switchboard.mongodb.server" in err and "is not of type" in err, "enum of servers enforced")
+    ok, err = c.evaluate("services.switchboard.broker.listen.http.port = 80800;")
+    c.check(not ok and "is not of type" in err, "port range enforced")
+
+
+def case_disabled(c):
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;", enable=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    c.check(out["systemd"]["packages"] == [] and out["environment"]["etc"] == {}, "nothing configured when disabled")
+    c.check(sorted(out["services"]) == ["switchboard"], "no dependency servers when disabled")
+
+
+CASES = [case_defaults, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb,
+         case_missing_dependencies, case_broker_alone, case_listen_addresses,
+         case_port_clash_and_warnings, case_type_errors, case_disabled]
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__.strip().splitlines()[-2])
+        return 2
+    lib = os.path.abspath(sys.argv[1])
+    if os.path.isfile(os.path.join(lib, "lib", "default.nix")):
+        lib = os.path.join(lib, "lib")
+    if not os.path.isfile(os.path.join(lib, "default.nix")):
+        print(f"no nixpkgs lib at {lib}")
+        return 2
+    passed = failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in CASES:
+            c = Case(lib, tmp)
+            case(c)
+            name = case.__name__.removeprefix("case_")
+            if c.problems:
+                failed += 1
+                print(f"FAIL {name}: {case.__doc__ or ''}".rstrip())
+                for p in c.problems:
+                    print("    " + p.replace("\n", "\n    ")[:2000])
+            else:
+                passed += 1
+                print(f"ok   {name}")
+    print(f"module evaluation: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
