@@ -1,0 +1,292 @@
+//! A MongoDB wire-protocol server: `mongod` where it is installed, else
+//! FerretDB (SQLite backend) as built by `scripts/setup` (mongod is not
+//! packaged for Debian 12).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::binary::find_binary;
+use crate::error::{Error, Result};
+use crate::net::{mongo_ping, port_is_free};
+use crate::process::{Startup, Supervised, log_tail, looks_like_port_clash, startup_error};
+use crate::workdir::Workdir;
+use crate::{ServerOptions, shared_instance, try_free_port};
+
+const SERVER: &str = "mongodb";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const STOP_GRACE: Duration = Duration::from_secs(10);
+const PORT_ATTEMPTS: usize = 3;
+
+/// Which server speaks the MongoDB protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MongoKind {
+    /// `mongod` (MongoDB itself).
+    Mongod,
+    /// FerretDB with the SQLite backend (no transactions, see SETUP-FACTS).
+    FerretDb,
+}
+
+impl MongoKind {
+    /// `"mongod"` or `"ferretdb"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mongod => "mongod",
+            Self::FerretDb => "ferretdb",
+        }
+    }
+
+    /// `mongod` if it is installed, else `ferretdb`.
+    pub fn detect() -> Result<(MongoKind, PathBuf)> {
+        if let Ok(mongod) = find_binary("mongod") {
+            return Ok((Self::Mongod, mongod));
+        }
+        Ok((Self::FerretDb, find_binary("ferretdb")?))
+    }
+}
+
+/// A MongoDB-compatible server on 127.0.0.1, without authentication.
+/// Dropping it stops the server; a temporary folder is removed.
+#[derive(Debug)]
+pub struct MongoDb {
+    workdir: Workdir,
+    port: u16,
+    kind: MongoKind,
+    binary: PathBuf,
+    startup_timeout: Duration,
+    process: Option<Supervised>,
+}
+
+/// Options for [`MongoDb`]; see [`MongoDb::builder`].
+#[derive(Debug, Clone, Default)]
+pub struct MongoDbBuilder {
+    dir: Option<PathBuf>,
+    port: Option<u16>,
+    kind: Option<MongoKind>,
+    startup_timeout: Option<Duration>,
+}
+
+impl MongoDbBuilder {
+    /// Persistent folder (created if missing; existing data reused). Default:
+    /// a temporary folder.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// Fixed port. Default: a free one.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
+        self
+    }
+
+    /// Which server to run. Default: `mongod` if installed, else FerretDB.
+    pub fn kind(mut self, kind: MongoKind) -> Self {
+        self.kind = Some(kind);
+        self
+    }
+
+    /// How long to wait for the server to answer `ping`. Default 30 s.
+    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
+        self.startup_timeout = Some(timeout);
+        self
+    }
+
+    /// Starts the server.
+    pub fn start(self) -> Result<MongoDb> {
+        let (kind, binary) = match self.kind {
+            None => MongoKind::detect()?,
+            Some(kind) => (kind, find_binary(kind.as_str())?),
+        };
+        let workdir = Workdir::create(SERVER, self.dir.as_deref(), false)?;
+        if let Some(port) = self.port {
+            if !port_is_free(port) {
+                return Err(Error::PortInUse {
+                    server: kind.as_str().to_owned(),
+                    port,
+                });
+            }
+        }
+        let mut server = MongoDb {
+            workdir,
+            port: self.port.unwrap_or(0),
+            kind,
+            binary,
+            startup_timeout: self.startup_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            process: None,
+        };
+        let data = server.data_dir();
+        std::fs::create_dir_all(&data)
+            .map_err(|e| Error::io(format!("creating {}", data.display()), e))?;
+
+        let may_retry = server.workdir.is_temporary() && self.port.is_none();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if self.port.is_none() {
+                server.port = try_free_port()?;
+            }
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(error) if may_retry && attempt < PORT_ATTEMPTS && server.lost_port_race() => {
+                    tracing::debug!(%error, "mongodb lost a port race, retrying with a new port");
+                    // Judge the next attempt by its own log.
+                    let _ = std::fs::remove_file(server.log_path());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}
+
+impl MongoDb {
+    /// Starts a server of its own in a temporary folder on a free port.
+    pub fn start() -> Result<MongoDb> {
+        Self::builder().start()
+    }
+
+    /// The server shared by all tests of this process, started on first use.
+    /// Isolate tests with unique database names ([`crate::unique_name`]).
+    pub fn shared() -> Result<&'static MongoDb> {
+        static SHARED: Mutex<Option<&'static MongoDb>> = Mutex::new(None);
+        shared_instance(&SHARED, Self::start)
+    }
+
+    /// Options: folder, port, server kind, start-up timeout.
+    pub fn builder() -> MongoDbBuilder {
+        MongoDbBuilder::default()
+    }
+
+    /// Starts with the common [`ServerOptions`] (folder and port).
+    pub fn start_with(options: &ServerOptions) -> Result<MongoDb> {
+        let mut builder = Self::builder();
+        builder.dir = options.dir.clone();
+        builder.port = options.port;
+        builder.start()
+    }
+
+    /// The port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mongodb://127.0.0.1:PORT/?directConnection=true`.
+    pub fn url(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// `"ferretdb"` or `"mongod"`: tests of features FerretDB lacks
+    /// (transactions) can check this.
+    pub fn kind(&self) -> &'static str {
+        self.kind.as_str()
+    }
+
+    /// The server kind as an enum.
+    pub fn server_kind(&self) -> MongoKind {
+        self.kind
+    }
+
+    /// The server's folder: the data folder and `mongodb.log`.
+    pub fn dir(&self) -> &Path {
+        self.workdir.path()
+    }
+
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.workdir.path().join("mongodb.log")
+    }
+
+    /// The server's process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(Supervised::pid)
+    }
+
+    /// Whether the server is running (not stopped).
+    pub fn is_running(&self) -> bool {
+        self.process.is_some()
+    }
+
+    /// Stops the server (SIGTERM, SIGKILL after 10 s), keeping port and data for
+    /// [`MongoDb::start_again`]. No-op when stopped.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop(Signal::TERM, STOP_GRACE);
+        }
+    }
+
+    /// Starts a stopped server again on the same port with the same data.
+    /// No-op when running.
+    pub fn start_again(&mut self) -> Result<()> {
+        if self.process.is_some() {
+            return Ok(());
+        }
+        self.launch()
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        let name = match self.kind {
+            MongoKind::Mongod => "db",
+            MongoKind::FerretDb => "sqlite",
+        };
+        self.workdir.path().join(name)
+    }
+
+    fn launch(&mut self) -> Result<()> {
+        let started = Instant::now();
+        let mut command = Command::new(&self.binary);
+        command.current_dir(self.workdir.path());
+        let port = self.port.to_string();
+        match self.kind {
+            MongoKind::Mongod => {
+                command
+                    .arg("--dbpath")
+                    .arg(self.data_dir())
+                    .args(["--bind_ip", "127.0.0.1", "--port", &port])
+                    .arg("--unixSocketPrefix")
+                    .arg(self.workdir.path())
+                    .args(["--setParameter", "diagnosticDataCollectionEnabled=false"]);
+            }
+            MongoKind::FerretDb => {
+                command
+                    .args(["-listen-addr", &format!("127.0.0.1:{port}")])
+                    .arg("-sqlite-dir")
+                    .arg(self.data_dir());
+            }
+        }
+        let log = self.log_path();
+        let mut process =
+            Supervised::spawn(self.kind.as_str(), command, &log, self.workdir.removable())?;
+        let port = self.port;
+        match process.wait_ready(self.startup_timeout, Duration::from_millis(25), || {
+            mongo_ping(port)
+        }) {
+            Startup::Ready => {
+                tracing::debug!(kind = self.kind(), port, elapsed = ?started.elapsed(), "mongodb ready");
+                self.process = Some(process);
+                Ok(())
+            }
+            failed => {
+                process.kill_now();
+                Err(startup_error(
+                    self.kind.as_str(),
+                    failed,
+                    self.startup_timeout,
+                    &[&log],
+                ))
+            }
+        }
+    }
+
+    fn lost_port_race(&self) -> bool {
+        looks_like_port_clash(&log_tail(&self.log_path(), 20))
+    }
+}
+
+impl Drop for MongoDb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
