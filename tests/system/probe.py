@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -279,14 +280,14 @@ def check_readyz(service):
 def add_dev_user():
     # The operator's way: a oneshot of the auth binary as the same dynamic user,
     # so peer authentication maps it to the same role; password on stdin.
-    env = show(unit("auth"), "Environment")
+    env = shlex.split(show(unit("auth"), "Environment"))
     props = ["-p", "DynamicUser=yes", "-p", "User=switchboard-auth"]
-    for assignment in env.split():
-        props += ["-p", f"Environment={assignment}"]
+    for assignment in env:
+        props.append(f"--setenv={assignment}")
     proc = run("systemd-run", "--quiet", "--wait", "--pipe", "--collect", *props,
                f"{BINDIR}/switchboard-auth", "--config", "/etc/switchboard/auth.toml",
                "user", "add", DEV_USER[0],
-               input=DEV_USER[1] + "\n", timeout=60)
+               input=DEV_USER[1] + "\n", timeout=30)
     log(f"user add: {proc.stdout.strip()} {proc.stderr.strip()}")
 
 
