@@ -1,1 +1,215 @@
-//! switchboard-mail
+//! `switchboard-mail`: renders a message from templates compiled into the binary
+//! and sends it as `multipart/alternative` (plain text and HTML) through one
+//! pooled SMTP connection to the configured relay.
+//!
+//! `POST /send` `{"from","to","subject","message"}` answers 202
+//! `{"error":false,"message":"sent to <to>"}` once the relay accepted the
+//! message; bad input is a 400 saying what is wrong, a failing relay a 502 and
+//! a relay that does not answer in time a 504, both naming the relay.
+//!
+//! The binary (`main.rs`) only reads the configuration and takes the listening
+//! socket; tests call [`run`] with a listener of their own.
+
+pub mod message;
+pub mod settings;
+pub mod smtp;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::post;
+use lettre::message::Mailbox;
+use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply};
+use switchboard_runtime::{Shutdown, lifecycle};
+use tokio::net::TcpListener;
+
+use crate::message::{Outgoing, SendRequest, ValidMailbox};
+use crate::settings::Settings;
+use crate::smtp::{Mailer, SendError, SetupError};
+
+pub use crate::settings::Settings as MailSettings;
+
+/// The sockets the service serves on, bound (or inherited) by the caller.
+#[derive(Debug)]
+pub struct MailListeners {
+    /// The HTTP API; socket name `http`.
+    pub http: TcpListener,
+}
+
+/// Why the service could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Smtp(#[from] SetupError),
+    #[error("sender.name / sender.address do not form a valid mailbox: {0}")]
+    DefaultSender(String),
+    #[error("the HTTP server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// What every request needs.
+#[derive(Debug)]
+struct AppState {
+    mailer: Mailer,
+    default_sender: ValidMailbox,
+    max_message_bytes: usize,
+}
+
+/// Connects to the SMTP server (retrying until it answers or `shutdown`
+/// fires), reports READY, serves `listeners` until `shutdown`, then drains.
+///
+/// The SMTP password is read from `smtp.password_file`, else from
+/// `$CREDENTIALS_DIRECTORY/smtp-password` when that file exists.
+pub async fn run(
+    settings: Settings,
+    listeners: MailListeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+    let password = smtp::load_password(
+        settings.smtp.password_file.as_deref(),
+        credentials_dir.as_deref(),
+    )?;
+    let default_sender = default_sender(&settings)?;
+    let mailer = Mailer::new(&settings.smtp, password)?;
+
+    if !wait_for_smtp(&mailer, &shutdown).await {
+        return Ok(());
+    }
+
+    let state = Arc::new(AppState {
+        mailer,
+        default_sender,
+        max_message_bytes: settings.limits.max_message_bytes,
+    });
+    let router = switchboard_runtime::http::standard_service(
+        routes(state.clone()),
+        readiness(state.clone()),
+        max_body_bytes(settings.limits.max_message_bytes),
+    );
+    tracing::info!(
+        addr = ?listeners.http.local_addr().ok(),
+        smtp = %state.mailer.server(),
+        "serving"
+    );
+    lifecycle::status(&format!(
+        "serving; sending through {}",
+        state.mailer.server()
+    ));
+    lifecycle::ready();
+    let served = switchboard_runtime::service::serve_http(listeners.http, router, shutdown).await;
+    state.mailer.shutdown().await;
+    served.map_err(Error::Serve)
+}
+
+/// The routes of the service (health routes are added by the runtime).
+fn routes(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/send", post(send))
+        .with_state(state)
+}
+
+fn readiness(state: Arc<AppState>) -> ReadinessCheck {
+    Arc::new(move || {
+        let state = state.clone();
+        Box::pin(async move {
+            state
+                .mailer
+                .test_connection()
+                .await
+                .map_err(|err| err.to_string())
+        })
+    })
+}
+
+/// JSON escapes can make a body several times larger than the message in it;
+/// the message's own limit is checked after parsing, with a precise error.
+fn max_body_bytes(max_message_bytes: usize) -> usize {
+    max_message_bytes.saturating_mul(2).saturating_add(64 * 1024)
+}
+
+fn default_sender(settings: &Settings) -> Result<ValidMailbox, Error> {
+    let name = settings.sender.name.trim();
+    let formatted = if name.is_empty() {
+        settings.sender.address.clone()
+    } else {
+        // Mailbox's Display quotes the name where RFC 5322 needs it.
+        let address = settings
+            .sender
+            .address
+            .parse()
+            .map_err(|err| Error::DefaultSender(format!("{:?}: {err}", settings.sender.address)))?;
+        Mailbox::new(Some(name.to_owned()), address).to_string()
+    };
+    ValidMailbox::parse("sender", &formatted).map_err(|err| Error::DefaultSender(err.to_string()))
+}
+
+/// Tests the SMTP connection until it answers, backing off up to 5 s between
+/// attempts and saying why in the unit's status line. `false` if shutdown
+/// came first.
+async fn wait_for_smtp(mailer: &Mailer, shutdown: &Shutdown) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let mut attempt: u32 = 1;
+    loop {
+        let outcome = tokio::select! {
+            outcome = mailer.test_connection() => outcome,
+            () = shutdown.requested() => return false,
+        };
+        match outcome {
+            Ok(()) => {
+                tracing::info!(server = %mailer.server(), attempt, "SMTP server answers");
+                return true;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, attempt, retry_in = ?delay, "waiting for the SMTP server");
+                lifecycle::status(&format!("waiting for the SMTP server: {err}"));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.requested() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+        attempt = attempt.saturating_add(1);
+    }
+}
+
+/// `POST /send`.
+async fn send(
+    State(state): State<Arc<AppState>>,
+    ApiJson(request): ApiJson<SendRequest>,
+) -> Result<Response, ApiError> {
+    let outgoing = Outgoing::parse(&request, &state.default_sender, state.max_message_bytes)
+        .map_err(|err| ApiError::bad_request(err.to_string()))?;
+    let email = message::build(&outgoing).map_err(|err| {
+        tracing::error!(error = %err, "cannot build an e-mail from a valid request");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot build the e-mail; see the mail service's log",
+        )
+    })?;
+    let to = outgoing.to.address();
+    match state.mailer.send(email).await {
+        Ok(()) => {
+            tracing::info!(to = %to, from = %outgoing.from.address(), "message sent");
+            Ok(reply(
+                StatusCode::ACCEPTED,
+                Envelope::ok(format!("sent to {}", request.to.trim())),
+            ))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, to = %to, "message not sent");
+            Err(match err {
+                SendError::Busy { .. } | SendError::Timeout { .. } => {
+                    ApiError::gateway_timeout(err.to_string())
+                }
+                SendError::Failed { .. } => ApiError::bad_gateway(err.to_string()),
+            })
+        }
+    }
+}
