@@ -31,7 +31,7 @@
       devServers = pkgs: [
         pkgs.postgresql
         pkgs.rabbitmq-server
-        pkgs.erlang
+        pkgs.beamPackages.erlang
         pkgs.mongodb-ce
         pkgs.mailhog
         (pkgs.runCommand "mailhog-lowercase" { } ''

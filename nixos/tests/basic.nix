@@ -22,6 +22,8 @@
       services.switchboard = {
         enable = true;
         mailhog.createLocally = true;
+        # tower-http reports each request at debug level.
+        broker.settings.runtime.log_filter = "info,tower_http=debug";
       };
 
       # A user for the auth path. The password is "vm-test-password"; the
@@ -133,7 +135,8 @@
           expect("POST", f"{broker}/handle", {"action": "nonsense"}, 400)
 
       with subtest("the broker's requests are in the journal"):
-          machine.succeed("journalctl -u switchboard-broker.service --no-pager | grep -F /handle")
+          # The request span's fields (method, path, request id) are journal fields.
+          machine.succeed("journalctl -u switchboard-broker.service -o verbose --no-pager | grep -F /handle")
 
       with subtest("sandbox: systemd-analyze security exposure"):
           for service, limit in [("broker", 10), ("auth", 10), ("logger", 10), ("mail", 10), ("listener", 10), ("frontend", 5)]:

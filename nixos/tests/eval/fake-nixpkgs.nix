@@ -13,7 +13,6 @@ let
     inherit lib;
     extraPackages = [
       "protobuf"
-      "erlang"
       "cargo"
       "rustc"
       "clippy"
