@@ -145,11 +145,15 @@ in
 
     broker = "http://app:8080"
 
-    start_all()
+    # The dependencies first: app has no local units to order itself after,
+    # and a listener that cannot reach RabbitMQ would exhaust its start limit.
+    db.start()
     for unit in ["postgresql.target", "rabbitmq.service", "mongodb.service", "mailhog.service"]:
         db.wait_for_unit(unit)
     for port in [5432, 5672, 27017, 1025]:
         db.wait_for_open_port(port)
+    app.start()
+    client.start()
     app.wait_for_unit("switchboard.target")
     app.wait_for_unit("switchboard-listener.service")
     client.wait_for_unit("multi-user.target")
