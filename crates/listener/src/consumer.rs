@@ -1,0 +1,273 @@
+//! One connection's worth of consuming: connect, declare, consume with the
+//! configured prefetch, and hand every delivery to its own task, which
+//! forwards it to the logger and acknowledges it individually.
+//!
+//! The outcome of each delivery:
+//!
+//! | what happened | what the listener does |
+//! |---|---|
+//! | the logger stored it | `basic.ack` |
+//! | the body is not an event (not JSON `{"name","data"}`, empty name, too large) | `basic.nack` without requeue: RabbitMQ dead-letters it at once |
+//! | the logger refused the entry (its limits) | same: retrying cannot help |
+//! | the logger is down, timed out, or could not store it | `basic.nack` with requeue, and the [breaker](crate::backoff) holds further deliveries back |
+//! | a requeued message reached `amqp.delivery_limit` | the quorum queue dead-letters it on that nack |
+//!
+//! When the connection dies, the deliveries in flight die with it: RabbitMQ
+//! requeues everything unacknowledged, and the logger's idempotency ids make
+//! the redeliveries harmless.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::{FieldTable, LongString, ShortString};
+use lapin::{Connection, ConnectionProperties};
+use switchboard_runtime::{Shutdown, lifecycle};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::backoff::{Backoff, Breaker};
+use crate::event::{self, Event};
+use crate::logger_client::{ForwardError, LoggerClient};
+use crate::settings::Amqp;
+use crate::stats::{Phase, Stats};
+use crate::topology::{self, QueueKind, TopologyError};
+
+/// How long to wait for RabbitMQ to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// What every delivery task needs.
+pub struct Context {
+    pub amqp: Amqp,
+    pub logger: LoggerClient,
+    pub breaker: Arc<Breaker>,
+    pub stats: Arc<Stats>,
+    pub shutdown: Shutdown,
+}
+
+/// Why a session ended other than by shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("cannot connect to RabbitMQ: {0}")]
+    Connect(String),
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error("cannot start consuming: {0}")]
+    Consume(#[source] lapin::Error),
+    #[error("lost the connection to RabbitMQ: {0}")]
+    Lost(#[source] lapin::Error),
+    #[error("RabbitMQ cancelled the consumer (was the queue deleted?)")]
+    Cancelled,
+}
+
+/// Per-process state that outlives a session.
+pub struct Progress {
+    /// The queue kind the server supports, learnt on the first declare.
+    pub queue_kind: QueueKind,
+    /// READY=1 goes out once, when the first session starts consuming.
+    pub ready_sent: bool,
+    /// Reconnect delays; reset once a session consumed.
+    pub reconnect: Backoff,
+}
+
+/// Connects, declares and consumes until the connection fails (`Err`) or
+/// shutdown was requested and in-flight deliveries were settled (`Ok`).
+pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<(), SessionError> {
+    let amqp = &context.amqp;
+    let properties = ConnectionProperties::default()
+        .with_connection_name(LongString::from("switchboard-listener"));
+    let connection =
+        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&amqp.url, properties))
+            .await
+            .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|err| SessionError::Connect(err.to_string()))?;
+
+    let outcome = consume(context, &connection, progress).await;
+    // Unacknowledged deliveries are requeued by RabbitMQ when the connection
+    // closes; closing a dead connection fails, which is fine.
+    if let Err(err) = connection.close(200, ShortString::from("bye")).await {
+        tracing::debug!(error = %err, "closing the AMQP connection");
+    }
+    outcome
+}
+
+async fn consume(
+    context: &Arc<Context>,
+    connection: &Connection,
+    progress: &mut Progress,
+) -> Result<(), SessionError> {
+    let amqp = &context.amqp;
+    let channel = topology::declare(connection, amqp, &mut progress.queue_kind).await?;
+    channel
+        .basic_qos(amqp.prefetch, BasicQosOptions::default())
+        .await
+        .map_err(SessionError::Consume)?;
+    let consumer_tag = ShortString::from(format!(
+        "switchboard-listener-{}-{}",
+        std::process::id(),
+        uuid::Uuid::now_v7().simple()
+    ));
+    let mut consumer = channel
+        .basic_consume(
+            ShortString::from(amqp.queue.as_str()),
+            consumer_tag.clone(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(SessionError::Consume)?;
+
+    tracing::info!(
+        queue = %amqp.queue,
+        kind = ?progress.queue_kind,
+        prefetch = amqp.prefetch,
+        "consuming"
+    );
+    progress.reconnect.reset();
+    context.stats.set_phase(Phase::Consuming);
+    if !progress.ready_sent {
+        lifecycle::ready();
+        progress.ready_sent = true;
+    }
+
+    let queue_kind = progress.queue_kind;
+    // Dropping the set (when the connection is lost) aborts what is in
+    // flight: those deliveries can no longer be acknowledged anyway.
+    let mut in_flight = JoinSet::new();
+    let shutdown = context.shutdown.requested();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            delivery = consumer.next() => match delivery {
+                Some(Ok(delivery)) => {
+                    let context = context.clone();
+                    let span = delivery_span(&delivery);
+                    in_flight.spawn(handle(context, delivery, queue_kind).instrument(span));
+                }
+                Some(Err(err)) => return Err(SessionError::Lost(err)),
+                None => return Err(SessionError::Cancelled),
+            },
+            Some(finished) = in_flight.join_next() => {
+                if let Err(err) = finished
+                    && err.is_panic()
+                {
+                    tracing::error!(error = %err, "a delivery task panicked; its message will be redelivered");
+                }
+            }
+            () = &mut shutdown => break,
+        }
+    }
+
+    // Shutdown: take no more deliveries, settle the ones in flight (the
+    // logger timeout bounds each), then let the caller close the connection.
+    context.stats.set_phase(Phase::Stopping);
+    if let Err(err) = channel
+        .basic_cancel(consumer_tag, BasicCancelOptions::default())
+        .await
+    {
+        tracing::debug!(error = %err, "cancelling the consumer");
+    }
+    let pending = in_flight.len();
+    if pending > 0 {
+        tracing::info!(pending, "waiting for deliveries in flight");
+    }
+    while in_flight.join_next().await.is_some() {}
+    Ok(())
+}
+
+fn delivery_span(delivery: &Delivery) -> tracing::Span {
+    let properties = &delivery.properties;
+    let message_id = properties.message_id().as_ref().map(|id| id.to_string());
+    let request_id = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| event::header_text(headers, event::REQUEST_ID_HEADER));
+    tracing::info_span!(
+        "delivery",
+        routing_key = %delivery.routing_key,
+        message_id = message_id.as_deref().unwrap_or(""),
+        request_id = request_id.as_deref().unwrap_or(""),
+    )
+}
+
+/// Forwards one delivery and settles it.
+async fn handle(context: Arc<Context>, delivery: Delivery, queue_kind: QueueKind) {
+    let event = match Event::from_delivery(&delivery) {
+        Ok(event) => event,
+        Err(why) => {
+            tracing::warn!(reason = %why, "dead-lettering a malformed message");
+            dead_letter(&context, &delivery).await;
+            return;
+        }
+    };
+    // Shutdown releases deliveries held at the gate: unacknowledged, they go
+    // back to the queue when the connection closes.
+    let ticket = tokio::select! {
+        ticket = context.breaker.pass() => ticket,
+        () = context.shutdown.requested() => return,
+    };
+    match context
+        .logger
+        .forward(&event.entry, event.request_id.as_deref())
+        .await
+    {
+        Ok(()) => {
+            ticket.succeeded();
+            context.stats.stored();
+            if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
+                // Stored but not acknowledged: it will be delivered again and
+                // de-duplicated by its id (see `event`).
+                tracing::warn!(error = %err, "stored, but the acknowledgement did not reach RabbitMQ");
+            }
+        }
+        Err(ForwardError::Refused(why)) => {
+            ticket.succeeded();
+            tracing::warn!(reason = %why, "dead-lettering a message the logger refused");
+            dead_letter(&context, &delivery).await;
+        }
+        Err(ForwardError::Unavailable(why)) => {
+            let backing_off = ticket.failed();
+            let deliveries = event::delivery_count(&delivery) + 1;
+            let limit = u64::from(context.amqp.delivery_limit);
+            if queue_kind == QueueKind::Quorum && deliveries > limit {
+                tracing::error!(
+                    reason = %why,
+                    deliveries,
+                    "not stored after amqp.delivery_limit deliveries; RabbitMQ dead-letters it now"
+                );
+                context.stats.dead_lettered();
+            } else {
+                tracing::warn!(
+                    reason = %why,
+                    deliveries,
+                    backoff = ?backing_off,
+                    "not stored; requeued for another attempt"
+                );
+                context.stats.retried();
+            }
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(err) = delivery.acker.nack(requeue).await {
+                tracing::debug!(error = %err, "nack failed; RabbitMQ requeues it with the connection");
+            }
+        }
+    }
+}
+
+/// Nack without requeue: the queue's dead-letter exchange takes the message.
+async fn dead_letter(context: &Context, delivery: &Delivery) {
+    context.stats.dead_lettered();
+    let reject = BasicNackOptions {
+        requeue: false,
+        ..BasicNackOptions::default()
+    };
+    if let Err(err) = delivery.acker.nack(reject).await {
+        tracing::warn!(error = %err, "dead-lettering failed; the message will be redelivered");
+    }
+}

@@ -1,0 +1,275 @@
+//! The listener's configuration: the sections and keys of the README's listener
+//! table (`SWITCHBOARD_LISTENER__<SECTION>__<KEY>` overrides any of them). The
+//! listener has no socket, so there is no `[listen]` section.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_runtime::RuntimeSettings;
+use switchboard_runtime::service::ServiceSettings;
+
+/// Everything `switchboard-listener` can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The RabbitMQ server and the topology the listener declares and consumes.
+    pub amqp: Amqp,
+    /// Where stored events go: the logger, and how to reach it.
+    pub logger: Logger,
+    /// Shutdown and logging, shared by every service.
+    pub runtime: RuntimeSettings,
+}
+
+impl ServiceSettings for Settings {
+    fn runtime(&self) -> &RuntimeSettings {
+        &self.runtime
+    }
+}
+
+/// `[amqp]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Amqp {
+    /// AMQP URI of the RabbitMQ server, vhost included (`%2f` is `/`).
+    pub url: String,
+    /// The durable topic exchange producers publish events to.
+    pub exchange: String,
+    /// The durable queue the listener consumes, bound to `log.INFO`,
+    /// `log.WARNING` and `log.ERROR`; a quorum queue where the server has them.
+    pub queue: String,
+    /// How many delivered but unacknowledged messages the listener may hold at
+    /// once; they are forwarded to the logger concurrently.
+    pub prefetch: u16,
+    /// Deliveries of one message before RabbitMQ dead-letters it (quorum
+    /// queues only; `x-delivery-limit`). Changing it for an existing queue
+    /// needs a policy or a new queue: RabbitMQ refuses a redeclare with other
+    /// arguments.
+    pub delivery_limit: u32,
+    /// Fanout exchange that receives malformed messages and those over the
+    /// delivery limit.
+    pub dead_letter_exchange: String,
+    /// Durable queue bound to the dead-letter exchange, where those messages
+    /// wait for an operator.
+    pub dead_letter_queue: String,
+}
+
+impl Default for Amqp {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            exchange: "logs_topic".to_owned(),
+            queue: "logs".to_owned(),
+            prefetch: 64,
+            delivery_limit: 10,
+            dead_letter_exchange: "logs_topic.dlx".to_owned(),
+            dead_letter_queue: "logs.dead".to_owned(),
+        }
+    }
+}
+
+/// `[logger]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Logger {
+    /// Which of the logger's doors events are forwarded through.
+    pub via: LoggerVia,
+    /// `host:port` of the logger's Rust-native RPC door (used when `via = "rpc"`).
+    pub rpc_addr: String,
+    /// Base URL of the logger's HTTP door, `POST /log` (used when `via = "http"`).
+    pub http_url: String,
+    /// Bound on every call to the logger, connecting included.
+    pub timeout_ms: u64,
+}
+
+impl Default for Logger {
+    fn default() -> Self {
+        Self {
+            via: LoggerVia::Rpc,
+            rpc_addr: "127.0.0.1:5001".to_owned(),
+            http_url: "http://127.0.0.1:8082".to_owned(),
+            timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Logger {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// The logger door the listener uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoggerVia {
+    /// tarpc `LogRpc::log_entry` over one long-lived, multiplexed connection.
+    Rpc,
+    /// `POST /log` over a pooled HTTP client.
+    Http,
+}
+
+/// A setting that loads but cannot work; named so the operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSetting {
+    #[error("amqp.{key} must not be empty")]
+    EmptyName { key: &'static str },
+    #[error("amqp.{key} is {len} bytes long; AMQP names are at most 255 bytes")]
+    NameTooLong { key: &'static str, len: usize },
+    #[error("amqp.prefetch must be at least 1")]
+    ZeroPrefetch,
+    #[error("amqp.delivery_limit must be between 1 and {max}", max = i32::MAX)]
+    DeliveryLimitOutOfRange,
+    #[error("logger.timeout_ms must be at least 1")]
+    ZeroTimeout,
+    #[error("logger.rpc_addr {0:?} is not host:port")]
+    RpcAddr(String),
+    #[error("logger.http_url {0:?} is not an http:// or https:// URL")]
+    HttpUrl(String),
+}
+
+impl Settings {
+    /// Checks what serde cannot: names RabbitMQ would refuse, limits that make
+    /// no sense, addresses that cannot be dialled.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let amqp = &self.amqp;
+        for (key, name) in [
+            ("exchange", &amqp.exchange),
+            ("queue", &amqp.queue),
+            ("dead_letter_exchange", &amqp.dead_letter_exchange),
+            ("dead_letter_queue", &amqp.dead_letter_queue),
+        ] {
+            if name.is_empty() {
+                return Err(InvalidSetting::EmptyName { key });
+            }
+            if name.len() > 255 {
+                return Err(InvalidSetting::NameTooLong {
+                    key,
+                    len: name.len(),
+                });
+            }
+        }
+        if amqp.prefetch == 0 {
+            return Err(InvalidSetting::ZeroPrefetch);
+        }
+        if amqp.delivery_limit == 0 || i32::try_from(amqp.delivery_limit).is_err() {
+            return Err(InvalidSetting::DeliveryLimitOutOfRange);
+        }
+        let logger = &self.logger;
+        if logger.timeout_ms == 0 {
+            return Err(InvalidSetting::ZeroTimeout);
+        }
+        let port_ok = logger
+            .rpc_addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(InvalidSetting::RpcAddr(logger.rpc_addr.clone()));
+        }
+        let url = &logger.http_url;
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || reqwest::Url::parse(url).is_err()
+        {
+            return Err(InvalidSetting::HttpUrl(url.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_runtime::config::{Sources, load};
+
+    #[test]
+    fn defaults_match_the_readme_and_are_valid() {
+        let settings = Settings::default();
+        assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+        assert_eq!(settings.amqp.exchange, "logs_topic");
+        assert_eq!(settings.amqp.queue, "logs");
+        assert_eq!(settings.amqp.prefetch, 64);
+        assert_eq!(settings.amqp.delivery_limit, 10);
+        assert_eq!(settings.amqp.dead_letter_exchange, "logs_topic.dlx");
+        assert_eq!(settings.amqp.dead_letter_queue, "logs.dead");
+        assert_eq!(settings.logger.via, LoggerVia::Rpc);
+        assert_eq!(settings.logger.rpc_addr, "127.0.0.1:5001");
+        assert_eq!(settings.logger.http_url, "http://127.0.0.1:8082");
+        assert_eq!(settings.logger.timeout_ms, 5_000);
+        assert_eq!(settings.validate(), Ok(()));
+    }
+
+    #[test]
+    fn environment_overrides_use_the_documented_names() {
+        let sources = Sources {
+            file: None,
+            env: [
+                ("SWITCHBOARD_LISTENER__AMQP__PREFETCH", "8"),
+                ("SWITCHBOARD_LISTENER__LOGGER__VIA", "http"),
+                ("SWITCHBOARD_LISTENER__AMQP__DEAD_LETTER_QUEUE", "dead"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+        let settings: Settings = load("listener", &sources).expect("loads");
+        assert_eq!(settings.amqp.prefetch, 8);
+        assert_eq!(settings.logger.via, LoggerVia::Http);
+        assert_eq!(settings.amqp.dead_letter_queue, "dead");
+    }
+
+    #[test]
+    fn a_listen_section_is_refused() {
+        let sources = Sources {
+            file: None,
+            env: [("SWITCHBOARD_LISTENER__LISTEN__HTTP", "127.0.0.1:1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let err = load::<Settings>("listener", &sources).expect_err("no listen section");
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn the_example_file_lists_every_default() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/listener.toml");
+        let sources = Sources {
+            file: Some(path.into()),
+            env: Default::default(),
+        };
+        let settings: Settings = load("listener", &sources).expect("example loads");
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut settings = Settings::default();
+        settings.amqp.queue.clear();
+        assert_eq!(
+            settings.validate(),
+            Err(InvalidSetting::EmptyName { key: "queue" })
+        );
+        let mut settings = Settings::default();
+        settings.amqp.prefetch = 0;
+        assert_eq!(settings.validate(), Err(InvalidSetting::ZeroPrefetch));
+        let mut settings = Settings::default();
+        settings.logger.rpc_addr = "localhost".into();
+        assert!(
+            settings
+                .validate()
+                .is_err_and(|e| e.to_string().contains("logger.rpc_addr"))
+        );
+        let mut settings = Settings::default();
+        settings.logger.http_url = "127.0.0.1:8082".into();
+        assert!(
+            settings
+                .validate()
+                .is_err_and(|e| e.to_string().contains("logger.http_url"))
+        );
+        let mut settings = Settings::default();
+        settings.amqp.delivery_limit = 0;
+        assert_eq!(
+            settings.validate(),
+            Err(InvalidSetting::DeliveryLimitOutOfRange)
+        );
+    }
+}
