@@ -1,1 +1,131 @@
-//! switchboard-auth
+//! `switchboard-auth`: user authentication against PostgreSQL with bcrypt, and
+//! a login event on RabbitMQ's `logs_topic` for every successful login.
+//!
+//! [`run`] is the whole server: the caller binds (or inherits) the listener and
+//! owns the shutdown switch, so tests drive the service exactly as the binary
+//! does. [`cli`] holds the `user add` / `user list` commands.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod events;
+pub mod hashing;
+pub mod settings;
+pub mod store;
+
+use std::time::Duration;
+
+use switchboard_runtime::{Shutdown, lifecycle};
+use tokio::net::TcpListener;
+
+use crate::api::AppState;
+use crate::hashing::{HashError, PasswordHasher};
+pub use crate::settings::Settings;
+use crate::store::{StoreError, UserStore};
+
+/// The sockets the service serves on.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP JSON API; socket name `http`.
+    pub http: TcpListener,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Settings(#[from] settings::InvalidSetting),
+    #[error("cannot prepare password hashing: {0}")]
+    Hashing(#[from] HashError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Delays between attempts to reach PostgreSQL at start-up.
+const DATABASE_RETRY_MIN: Duration = Duration::from_millis(200);
+const DATABASE_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Runs the service until `shutdown` fires, then drains in-flight requests,
+/// gives queued login events a last chance to reach RabbitMQ, and returns.
+///
+/// Start-up waits for PostgreSQL (retrying with backoff, reported as the
+/// systemd status) and migrates it; `READY=1` follows only then. RabbitMQ is
+/// not waited for: login events queue in memory until it answers.
+pub async fn run(
+    settings: Settings,
+    listeners: Listeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    settings.validate()?;
+    lifecycle::status("preparing password hashing");
+    let hasher = PasswordHasher::new(settings.security.bcrypt_cost).await?;
+    let store = UserStore::connect_lazy(&settings.database)?;
+    if !wait_for_database(&store, &shutdown).await {
+        return Ok(());
+    }
+    lifecycle::status("migrating the database");
+    store.migrate().await?;
+
+    // Stopped only after HTTP has drained, so the last logins' events are queued.
+    let publisher_stop = Shutdown::new();
+    let (events, publisher) = events::spawn_publisher(&settings.events, publisher_stop.clone());
+    let app = api::app(
+        AppState {
+            store: store.clone(),
+            hasher,
+            events,
+        },
+        settings.security.max_body_bytes,
+    );
+    let address = listeners.http.local_addr().ok();
+    tracing::info!(
+        ?address,
+        bcrypt_cost = settings.security.bcrypt_cost,
+        "serving"
+    );
+    lifecycle::ready();
+    lifecycle::status("serving");
+    let served = switchboard_runtime::service::serve_http(listeners.http, app, shutdown).await;
+
+    publisher_stop.trigger();
+    if let Err(err) = publisher.await {
+        tracing::error!(error = %err, "the login event publisher failed");
+    }
+    store.close().await;
+    served.map_err(Error::Serve)
+}
+
+/// Pings PostgreSQL until it answers (true) or shutdown is requested (false).
+async fn wait_for_database(store: &UserStore, shutdown: &Shutdown) -> bool {
+    let mut delay = DATABASE_RETRY_MIN;
+    let mut attempts = 0u32;
+    loop {
+        let ping = tokio::select! {
+            result = store.ping() => result,
+            () = shutdown.requested() => return false,
+        };
+        match ping {
+            Ok(()) => {
+                if attempts > 0 {
+                    tracing::info!(attempts, "PostgreSQL answers");
+                }
+                return true;
+            }
+            Err(err) => {
+                attempts += 1;
+                // Every attempt in the journal would drown it; the first and
+                // then every tenth say enough, the status line has the latest.
+                if attempts == 1 || attempts.is_multiple_of(10) {
+                    tracing::warn!(error = %err, attempts, "waiting for PostgreSQL");
+                }
+                lifecycle::status(&format!("waiting for PostgreSQL: {err}"));
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.requested() => return false,
+        }
+        delay = (delay * 2).min(DATABASE_RETRY_MAX);
+    }
+}

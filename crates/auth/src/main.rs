@@ -1,0 +1,90 @@
+//! The `switchboard-auth` binary: serves by default; `user add` / `user list`
+//! administer the users table with the same configuration.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard_auth::cli::{self, Command, UserCommand};
+use switchboard_auth::{Listeners, Settings, run};
+use switchboard_runtime::config::{self, LogTarget, Sources};
+use switchboard_runtime::lifecycle;
+use switchboard_runtime::service::{ConfigArg, Service, exit_with};
+
+const SERVICE: &str = "auth";
+
+/// User authentication for Switchboard.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-auth", version, about)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArg,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => return exit_with(Err(format!("cannot start the async runtime: {err}"))),
+    };
+    match cli.command {
+        None => runtime.block_on(serve(&cli.config)),
+        Some(command) => runtime.block_on(administer(&cli.config, command)),
+    }
+}
+
+async fn serve(config: &ConfigArg) -> ExitCode {
+    let mut service = match Service::<Settings>::start(SERVICE, config) {
+        Ok(service) => service,
+        Err(err) => return exit_with(Err(err)),
+    };
+    let settings = service.settings.clone();
+    let http = match service.listeners.tcp("http", settings.listen.http).await {
+        Ok(listener) => listener,
+        Err(err) => return exit_with(Err(err)),
+    };
+    service.warn_unclaimed_sockets();
+    let shutdown = service.shutdown.clone();
+    let drained = lifecycle::drain_within(
+        &shutdown,
+        settings.runtime.shutdown_timeout(),
+        run(settings.clone(), Listeners { http }, shutdown.clone()),
+    )
+    .await;
+    match drained {
+        Ok(result) => exit_with(result),
+        Err(()) => exit_with(Err(
+            "shutdown did not finish within runtime.shutdown_timeout_ms",
+        )),
+    }
+}
+
+async fn administer(config: &ConfigArg, command: Command) -> ExitCode {
+    let settings: Settings = match config::load(
+        SERVICE,
+        &Sources::from_process(SERVICE, config.config.clone()),
+    ) {
+        Ok(settings) => settings,
+        Err(err) => return exit_with(Err(err)),
+    };
+    // A command's output is its result; only problems belong on stderr.
+    let mut log = settings.runtime.clone();
+    log.log_filter = "warn".to_owned();
+    log.log_target = LogTarget::Stderr;
+    switchboard_runtime::telemetry::init("switchboard-auth", &log);
+    let stdout = std::io::stdout();
+    let result = match command {
+        Command::User(UserCommand::Add(args)) => {
+            match cli::read_password(std::io::stdin().lock()) {
+                Ok(password) => cli::add_user(&settings, &args, password, stdout.lock()).await,
+                Err(err) => Err(err),
+            }
+        }
+        Command::User(UserCommand::List) => cli::list_users(&settings, stdout.lock()).await,
+    };
+    exit_with(result)
+}

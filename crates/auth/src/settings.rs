@@ -1,0 +1,233 @@
+//! The auth service's configuration: sections and keys as in the README's table
+//! (`SWITCHBOARD_AUTH__<SECTION>__<KEY>` overrides any of them), plus
+//! `events.max_pending`, the bound of the in-memory queue of login events that
+//! wait for RabbitMQ.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_runtime::RuntimeSettings;
+use switchboard_runtime::service::ServiceSettings;
+
+/// The bcrypt costs the `bcrypt` crate accepts.
+pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
+
+/// Everything `switchboard-auth` can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Address to bind when no socket of that name is passed in.
+    pub listen: Listen,
+    /// The PostgreSQL database holding the users.
+    pub database: Database,
+    /// Where login events are published.
+    pub events: Events,
+    /// Password hashing and request limits.
+    pub security: Security,
+    /// Shutdown and logging, shared by every service.
+    pub runtime: RuntimeSettings,
+}
+
+impl ServiceSettings for Settings {
+    fn runtime(&self) -> &RuntimeSettings {
+        &self.runtime
+    }
+}
+
+/// A value that deserializes but cannot work; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {key} {problem}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl Settings {
+    /// Checks what serde cannot: ranges and non-empty values. Called before the
+    /// service touches any dependency, so a bad value stops it at once.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let invalid = |key, problem: String| Err(InvalidSetting { key, problem });
+        if !BCRYPT_COSTS.contains(&self.security.bcrypt_cost) {
+            return invalid(
+                "security.bcrypt_cost",
+                format!(
+                    "is {}; it must be between {} and {}",
+                    self.security.bcrypt_cost,
+                    BCRYPT_COSTS.start(),
+                    BCRYPT_COSTS.end()
+                ),
+            );
+        }
+        if self.security.max_body_bytes == 0 {
+            return invalid("security.max_body_bytes", "must be at least 1".into());
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1".into());
+        }
+        if self.database.acquire_timeout_ms == 0 {
+            return invalid("database.acquire_timeout_ms", "must be at least 1".into());
+        }
+        if self.database.url.trim().is_empty() {
+            return invalid("database.url", "must not be empty".into());
+        }
+        if self.events.amqp_url.trim().is_empty() {
+            return invalid("events.amqp_url", "must not be empty".into());
+        }
+        if self.events.exchange.trim().is_empty() {
+            return invalid("events.exchange", "must not be empty".into());
+        }
+        if self.events.publish_timeout_ms == 0 {
+            return invalid("events.publish_timeout_ms", "must be at least 1".into());
+        }
+        if self.events.max_pending == 0 {
+            return invalid("events.max_pending", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[listen]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// HTTP JSON API (`POST /authenticate`, health); socket name `http`.
+    pub http: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8081)),
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Database {
+    /// PostgreSQL DSN. Unix-socket peer authentication:
+    /// `postgres:///users?host=/run/postgresql`.
+    pub url: String,
+    /// A file holding the database password (trailing newline ignored). When
+    /// unset, the systemd credential `db-password` is used if present.
+    pub password_file: Option<PathBuf>,
+    /// Pool size.
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection (and a new connection
+    /// for its handshake) before it fails.
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for Database {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/users".to_owned(),
+            password_file: None,
+            max_connections: 10,
+            acquire_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Database {
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.acquire_timeout_ms)
+    }
+}
+
+/// `[events]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Events {
+    /// RabbitMQ for login events.
+    pub amqp_url: String,
+    /// The topic exchange login events are published on.
+    pub exchange: String,
+    /// How long to wait for RabbitMQ's publisher confirm (and for a connection
+    /// attempt) before the event is retried.
+    pub publish_timeout_ms: u64,
+    /// Login events kept in memory while RabbitMQ is unreachable; beyond this
+    /// the newest event is dropped with an error log line naming it.
+    pub max_pending: usize,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            exchange: "logs_topic".to_owned(),
+            publish_timeout_ms: 5_000,
+            max_pending: 10_000,
+        }
+    }
+}
+
+impl Events {
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+/// `[security]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Security {
+    /// bcrypt cost for new hashes and for the dummy hash that unknown users
+    /// are checked against (so they take as long as a wrong password).
+    pub bcrypt_cost: u32,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            bcrypt_cost: 12,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_readme() {
+        let settings = Settings::default();
+        settings.validate().expect("defaults validate");
+        assert_eq!(settings.listen.http.to_string(), "127.0.0.1:8081");
+        assert_eq!(
+            settings.database.url,
+            "postgres://postgres@127.0.0.1:5432/users"
+        );
+        assert_eq!(settings.database.max_connections, 10);
+        assert_eq!(settings.database.acquire_timeout_ms, 5_000);
+        assert_eq!(settings.events.exchange, "logs_topic");
+        assert_eq!(settings.events.publish_timeout_ms, 5_000);
+        assert_eq!(settings.security.bcrypt_cost, 12);
+        assert_eq!(settings.security.max_body_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn out_of_range_cost_names_the_key() {
+        let mut settings = Settings::default();
+        settings.security.bcrypt_cost = 3;
+        let err = settings.validate().expect_err("cost 3 is too low");
+        assert!(err.to_string().contains("security.bcrypt_cost"), "{err}");
+    }
+
+    #[test]
+    fn zero_pool_size_names_the_key() {
+        let mut settings = Settings::default();
+        settings.database.max_connections = 0;
+        let err = settings.validate().expect_err("empty pool");
+        assert!(
+            err.to_string().contains("database.max_connections"),
+            "{err}"
+        );
+    }
+}
