@@ -1,1 +1,165 @@
-//! switchboard-logger
+//! `switchboard-logger`: the central log store. Three doors — HTTP
+//! (`POST /log`), the Rust-native RPC (tarpc `LogRpc`) and gRPC
+//! (`logs.LogService`) — validate entries the same way and hand them to one
+//! group-commit writer in front of MongoDB (or FerretDB).
+//!
+//! The binary binds (or inherits) the listeners and calls [`run`]; tests do the
+//! same with `127.0.0.1:0` listeners, mini-redis style.
+
+pub mod batch;
+pub mod entry;
+pub mod grpc;
+pub mod http;
+pub mod ingest;
+pub mod rpc;
+pub mod settings;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use switchboard_runtime::{Shutdown, lifecycle};
+
+pub use settings::Settings;
+
+use crate::entry::EntryRules;
+use crate::ingest::Ingest;
+use crate::store::{Health, Store};
+
+/// The logger's three listening sockets (socket names `http`, `rpc`, `grpc`).
+#[derive(Debug)]
+pub struct DoorListeners {
+    pub http: TcpListener,
+    pub rpc: TcpListener,
+    pub grpc: TcpListener,
+}
+
+/// Why the logger stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid mongodb.url: {0}")]
+    MongoUrl(#[source] mongodb::error::Error),
+    #[error("the HTTP door failed: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("the gRPC door failed: {0}")]
+    Grpc(#[source] tonic::transport::Error),
+}
+
+/// Connects to MongoDB (waiting until it answers), then serves the three doors
+/// until `shutdown`, draining in-flight writes before returning.
+pub async fn run(
+    settings: Settings,
+    listeners: DoorListeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    let store = Store::new(&settings.mongodb)
+        .await
+        .map_err(Error::MongoUrl)?;
+    if !prepare_store(&store, &settings, &shutdown).await {
+        return Ok(()); // shut down before the store ever answered
+    }
+
+    let health = Arc::new(Health::default());
+    let (writer, mut writers) = batch::start(
+        store.clone(),
+        Arc::clone(&health),
+        settings.batching.max_batch,
+        settings.batching.writers,
+    );
+    let prober = {
+        let (store, health, stop) = (store.clone(), Arc::clone(&health), shutdown.requested());
+        tokio::spawn(async move { health.probe_while_down(&store, stop).await })
+    };
+
+    let ingest = Ingest::new(EntryRules::from(&settings.limits), writer);
+    let router = http::router(
+        ingest.clone(),
+        store.clone(),
+        settings.limits.max_read_limit,
+    );
+    let http_door = {
+        let shutdown = shutdown.clone();
+        async move {
+            let result =
+                switchboard_runtime::service::serve_http(listeners.http, router, shutdown.clone())
+                    .await
+                    .map_err(Error::Http);
+            stop_all_on_error(&shutdown, result)
+        }
+    };
+    let rpc_door = rpc::serve(
+        listeners.rpc,
+        rpc::RpcDoor::new(ingest.clone()),
+        shutdown.clone(),
+    );
+    let grpc_door = {
+        let shutdown = shutdown.clone();
+        let door = grpc::GrpcDoor::new(ingest.clone());
+        async move {
+            let result = grpc::serve(listeners.grpc, door, shutdown.clone())
+                .await
+                .map_err(Error::Grpc);
+            stop_all_on_error(&shutdown, result)
+        }
+    };
+    // The doors hold the only other writer handles; once they are done the
+    // writers store what is still queued and stop.
+    drop(ingest);
+
+    lifecycle::status("serving HTTP, RPC and gRPC");
+    lifecycle::ready();
+    tracing::info!("logger ready");
+    let (http_result, (), grpc_result) = tokio::join!(http_door, rpc_door, grpc_door);
+
+    while writers.join_next().await.is_some() {}
+    prober.abort();
+    http_result.and(grpc_result)
+}
+
+fn stop_all_on_error(shutdown: &Shutdown, result: Result<(), Error>) -> Result<(), Error> {
+    if let Err(err) = &result {
+        tracing::error!(error = %err, "a door failed; shutting the logger down");
+        shutdown.trigger();
+    }
+    result
+}
+
+/// Waits until MongoDB answers and the indexes exist, retrying with backoff
+/// and saying why in the unit's status line. `false` if shutdown came first.
+async fn prepare_store(store: &Store, settings: &Settings, shutdown: &Shutdown) -> bool {
+    let mut delay = Duration::from_millis(100);
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let prepared = async {
+            store.ping().await?;
+            let kind = store.server_kind().await?;
+            store
+                .prepare(settings.mongodb.retention_days, &kind)
+                .await
+                .map(|()| kind)
+        };
+        let outcome = tokio::select! {
+            outcome = prepared => outcome,
+            () = shutdown.requested() => return false,
+        };
+        match outcome {
+            Ok(kind) => {
+                tracing::info!(?kind, database = %settings.mongodb.database, collection = %settings.mongodb.collection, "log store ready");
+                return true;
+            }
+            Err(err) => {
+                let status = format!("waiting for MongoDB (attempt {attempt}): {err}");
+                tracing::warn!("{status}");
+                lifecycle::status(&status);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shutdown.requested() => return false,
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}

@@ -1,0 +1,125 @@
+//! Group commit: every door hands its validated entries to one queue, and a
+//! few writer tasks each take whatever has queued up (at most
+//! `batching.max_batch`) and store it with a single unordered `insert_many`.
+//!
+//! A lone entry goes out at once, so latency stays that of a single insert;
+//! batches only form from writes that arrived while earlier batches were on
+//! their way, which is what lets throughput under load exceed the rate of
+//! single inserts. Each request is answered only after its own batch is
+//! stored; a failure of one entry fails only that entry.
+
+use std::sync::Arc;
+
+use bson::{DateTime, Document};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use crate::entry::ValidEntry;
+use crate::store::{self, Health, StoreError};
+
+/// One queued write and where its outcome goes.
+struct Job {
+    document: Document,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The doors' handle on the writers. Cloning is cheap; the writers stop once
+/// every handle is dropped and the queue is empty.
+#[derive(Clone)]
+pub struct Writer {
+    queue: mpsc::Sender<Job>,
+    health: Arc<Health>,
+}
+
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// Starts `writers` writer tasks on `store`.
+pub fn start(
+    store: store::Store,
+    health: Arc<Health>,
+    max_batch: usize,
+    writers: usize,
+) -> (Writer, JoinSet<()>) {
+    let max_batch = max_batch.max(1);
+    let writers = writers.max(1);
+    // Room for every writer's next batch: enough to keep them busy, small
+    // enough that a flood waits at the door (backpressure) instead of in memory.
+    let (queue, receiver) = mpsc::channel(max_batch * writers * 2);
+    let receiver = Arc::new(Mutex::new(receiver));
+    let mut tasks = JoinSet::new();
+    for _ in 0..writers {
+        tasks.spawn(write_batches(
+            Arc::clone(&receiver),
+            store.clone(),
+            Arc::clone(&health),
+            max_batch,
+        ));
+    }
+    (Writer { queue, health }, tasks)
+}
+
+impl Writer {
+    /// Stores `entry`; returns once its batch is stored (or failed).
+    pub async fn write(&self, entry: &ValidEntry) -> Result<(), StoreError> {
+        // While the store is known to be gone, fail at once instead of
+        // letting every request wait out the server selection timeout.
+        if let Some(reason) = self.health.down_reason() {
+            return Err(StoreError::Unavailable(reason));
+        }
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            document: store::document(entry, DateTime::now()),
+            reply,
+        };
+        self.queue
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Unavailable("the logger is shutting down".into()))?;
+        outcome
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("the writer stopped".into())))
+    }
+}
+
+async fn write_batches(
+    receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
+    store: store::Store,
+    health: Arc<Health>,
+    max_batch: usize,
+) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
+    loop {
+        // One writer at a time takes what is queued; the others are busy
+        // inserting their batches or wait here for their turn.
+        let received = receiver.lock().await.recv_many(&mut jobs, max_batch).await;
+        if received == 0 {
+            return; // every Writer handle is gone and the queue is empty
+        }
+        // A requester that gave up (client disconnected, RPC deadline passed)
+        // was told nothing was stored; keep it that way.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        let outcomes = match health.down_reason() {
+            Some(reason) => vec![Err(StoreError::Unavailable(reason)); jobs.len()],
+            None => {
+                let documents: Vec<&Document> = jobs.iter().map(|job| &job.document).collect();
+                let outcomes = store.insert_batch(&documents).await;
+                if let Some(Err(StoreError::Unavailable(reason))) = outcomes.first() {
+                    health.mark_down(reason);
+                }
+                outcomes
+            }
+        };
+        tracing::debug!(entries = jobs.len(), "batch written");
+        for (job, outcome) in jobs.drain(..).zip(outcomes) {
+            // The requester may have gone meanwhile; nothing to tell then.
+            let _ = job.reply.send(outcome);
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The gRPC door: `logs.LogService/WriteLog` from the original `logs.proto`,
+//! so an old gRPC client works unchanged. Bad input is `INVALID_ARGUMENT`,
+//! a store failure `UNAVAILABLE`.
+
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Code, Request, Response, Status};
+use tracing::Instrument;
+
+use switchboard_runtime::Shutdown;
+use switchboard_runtime::http::REQUEST_ID_HEADER;
+use switchboard_wire::proto::log_service_server::{LogService, LogServiceServer};
+use switchboard_wire::proto::{LogRequest, LogResponse};
+
+use crate::entry::MAX_ID_BYTES;
+use crate::ingest::{Ingest, IngestError};
+
+/// What `WriteLog` answers on success (the original's reply).
+pub const LOGGED: &str = "logged!";
+
+/// The `LogService` implementation.
+#[derive(Debug, Clone)]
+pub struct GrpcDoor {
+    ingest: Ingest,
+}
+
+impl GrpcDoor {
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
+    }
+}
+
+#[tonic::async_trait]
+impl LogService for GrpcDoor {
+    async fn write_log(
+        &self,
+        request: Request<LogRequest>,
+    ) -> Result<Response<LogResponse>, Status> {
+        let request_id = request
+            .metadata()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("-")
+            .to_owned();
+        let span = tracing::info_span!("grpc", method = "WriteLog", request_id = %request_id);
+        async move {
+            let Some(log) = request.into_inner().log_entry else {
+                return Err(Status::invalid_argument(
+                    "invalid log entry: logEntry is missing",
+                ));
+            };
+            match self.ingest.log(log.name, log.data, None).await {
+                Ok(entry) => {
+                    tracing::debug!(name = entry.name(), "logged");
+                    Ok(Response::new(LogResponse {
+                        result: LOGGED.to_owned(),
+                    }))
+                }
+                Err(err @ IngestError::Invalid(_)) => {
+                    tracing::info!(error = %err, "refused");
+                    Err(Status::invalid_argument(err.to_string()))
+                }
+                Err(err @ IngestError::Store(_)) => {
+                    tracing::warn!(error = %err, "write failed");
+                    Err(Status::unavailable(err.to_string()))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Serves the gRPC door on `listener` until `shutdown`, then lets in-flight
+/// calls finish.
+pub async fn serve(
+    listener: TcpListener,
+    door: GrpcDoor,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
+    let rules = door.ingest.rules();
+    // Decoding stops at this size; validation then explains the limits. The
+    // 4 MiB default stays unless limits were raised beyond it.
+    let max_message =
+        (rules.max_name_bytes + rules.max_data_bytes + MAX_ID_BYTES + 1024).max(4 * 1024 * 1024);
+    let service = LogServiceServer::new(door).max_decoding_message_size(max_message);
+    tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            decode_errors_are_invalid_arguments,
+        ))
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown.requested(),
+        )
+        .await
+}
+
+/// prost refuses a message it cannot decode (e.g. a string that is not
+/// UTF-8) before our handler runs, and tonic reports that as `INTERNAL`. It is
+/// the client's bad input, so it becomes `INVALID_ARGUMENT`, as the rest of
+/// the validation does.
+fn decode_errors_are_invalid_arguments(
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let Some(status) = response.extensions().get::<Status>() else {
+        return response;
+    };
+    if status.code() == Code::Internal
+        && status
+            .message()
+            .starts_with("failed to decode Protobuf message")
+    {
+        let message = format!(
+            "invalid log entry: {} (strings must be valid UTF-8)",
+            status.message()
+        );
+        return Status::invalid_argument(message).into_http();
+    }
+    response
+}

@@ -1,0 +1,44 @@
+//! The one path every door's writes take: validate, then hand to the batching
+//! writer. Doors only translate requests in and outcomes out.
+
+use crate::batch::Writer;
+use crate::entry::{EntryError, EntryRules, ValidEntry};
+use crate::store::StoreError;
+
+/// Why a write did not succeed: the client's fault, or the store's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    #[error("invalid log entry: {0}")]
+    Invalid(#[from] EntryError),
+    #[error("log store unavailable: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Validation rules plus the writer, shared by the three doors.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    rules: EntryRules,
+    writer: Writer,
+}
+
+impl Ingest {
+    pub fn new(rules: EntryRules, writer: Writer) -> Self {
+        Self { rules, writer }
+    }
+
+    pub fn rules(&self) -> EntryRules {
+        self.rules
+    }
+
+    /// Validates and stores one entry; returns it once it is stored.
+    pub async fn log(
+        &self,
+        name: String,
+        data: String,
+        id: Option<String>,
+    ) -> Result<ValidEntry, IngestError> {
+        let entry = self.rules.parse(name, data, id)?;
+        self.writer.write(&entry).await?;
+        Ok(entry)
+    }
+}

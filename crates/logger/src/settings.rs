@@ -1,0 +1,184 @@
+//! The logger's configuration: sections and keys as in the README's table
+//! (`SWITCHBOARD_LOGGER__<SECTION>__<KEY>` overrides any of them), plus
+//! `batching.writers`, which tunes how many group-commit batches may be in
+//! flight at once.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_runtime::RuntimeSettings;
+use switchboard_runtime::service::ServiceSettings;
+
+/// Everything `switchboard-logger` can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Addresses to bind when no socket of that name is passed in.
+    pub listen: Listen,
+    /// The MongoDB (or FerretDB) server and where documents go.
+    pub mongodb: MongoDb,
+    /// Size limits on entries and reads.
+    pub limits: Limits,
+    /// Group commit of concurrent writes.
+    pub batching: Batching,
+    /// Shutdown and logging, shared by every service.
+    pub runtime: RuntimeSettings,
+}
+
+impl ServiceSettings for Settings {
+    fn runtime(&self) -> &RuntimeSettings {
+        &self.runtime
+    }
+}
+
+/// `[listen]`: the three doors into the one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// HTTP JSON API (`POST /log`, `GET /logs`, health); socket name `http`.
+    pub http: SocketAddr,
+    /// Rust-native RPC (tarpc `LogRpc`); socket name `rpc`.
+    pub rpc: SocketAddr,
+    /// gRPC `logs.LogService`; socket name `grpc`.
+    pub grpc: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8082)),
+            rpc: SocketAddr::from(([127, 0, 0, 1], 5001)),
+            grpc: SocketAddr::from(([127, 0, 0, 1], 50001)),
+        }
+    }
+}
+
+/// `[mongodb]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MongoDb {
+    /// Connection string of MongoDB or of any server speaking its wire protocol
+    /// (FerretDB).
+    pub url: String,
+    /// Database holding the log collection.
+    pub database: String,
+    /// Collection the entries are stored in.
+    pub collection: String,
+    /// Server selection timeout and the bound on every store operation; when
+    /// the server is gone, writes fail after at most about this long.
+    pub timeout_ms: u64,
+    /// Entries older than this many days are deleted by a TTL index; `0` keeps
+    /// everything. Servers without TTL indexes (FerretDB v1) skip it with a warning.
+    pub retention_days: u32,
+}
+
+impl Default for MongoDb {
+    fn default() -> Self {
+        Self {
+            url: "mongodb://127.0.0.1:27017".to_owned(),
+            database: "logs".to_owned(),
+            collection: "logs".to_owned(),
+            timeout_ms: 2_000,
+            retention_days: 0,
+        }
+    }
+}
+
+impl MongoDb {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest accepted `name`, in bytes of UTF-8.
+    pub max_name_bytes: usize,
+    /// Longest accepted `data`, in bytes of UTF-8.
+    pub max_data_bytes: usize,
+    /// Cap for `GET /logs?limit=`; larger requests are cut to this.
+    pub max_read_limit: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_name_bytes: 256,
+            max_data_bytes: 64 * 1024,
+            max_read_limit: 1_000,
+        }
+    }
+}
+
+/// `[batching]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Batching {
+    /// Most entries grouped into one `insert_many`. A lone entry is written at
+    /// once; batches only form from writes that queued up meanwhile.
+    pub max_batch: usize,
+    /// Batches written in parallel, so that one batch is assembled while
+    /// another is on its way to the server.
+    pub writers: usize,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_batch: 256,
+            writers: 4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_runtime::config::{Sources, load};
+
+    #[test]
+    fn defaults_match_the_readme() {
+        let settings: Settings = load("logger", &Sources::default()).expect("defaults");
+        assert_eq!(settings.listen.http.port(), 8082);
+        assert_eq!(settings.listen.rpc.port(), 5001);
+        assert_eq!(settings.listen.grpc.port(), 50001);
+        assert_eq!(settings.mongodb.database, "logs");
+        assert_eq!(settings.mongodb.collection, "logs");
+        assert_eq!(settings.mongodb.timeout_ms, 2000);
+        assert_eq!(settings.limits.max_data_bytes, 65536);
+        assert_eq!(settings.batching.max_batch, 256);
+    }
+
+    #[test]
+    fn environment_overrides_use_the_documented_names() {
+        let sources = Sources {
+            file: None,
+            env: [
+                ("SWITCHBOARD_LOGGER__MONGODB__DATABASE", "other"),
+                ("SWITCHBOARD_LOGGER__LIMITS__MAX_DATA_BYTES", "10"),
+                ("SWITCHBOARD_LOGGER__BATCHING__WRITERS", "2"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+        let settings: Settings = load("logger", &sources).expect("overrides");
+        assert_eq!(settings.mongodb.database, "other");
+        assert_eq!(settings.limits.max_data_bytes, 10);
+        assert_eq!(settings.batching.writers, 2);
+    }
+
+    #[test]
+    fn the_example_file_is_the_defaults() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/logger.toml");
+        let sources = Sources {
+            file: Some(path.into()),
+            env: Default::default(),
+        };
+        let settings: Settings = load("logger", &sources).expect("example file loads");
+        assert_eq!(settings, Settings::default());
+    }
+}

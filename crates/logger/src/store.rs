@@ -1,0 +1,493 @@
+//! The MongoDB side: connecting, preparing indexes, inserting batches and
+//! reading entries back, plus [`Health`], which lets writes fail at once while
+//! the server is known to be gone and notices by itself when it returns.
+//!
+//! Only operations that MongoDB and FerretDB v1 both support are used (no
+//! transactions, no `findAndModify` projections).
+
+use std::future::IntoFuture;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bson::oid::ObjectId;
+use bson::{Bson, DateTime, Document, doc};
+use futures::TryStreamExt;
+use mongodb::error::{ErrorKind, InsertManyError};
+use mongodb::options::{
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, WriteConcern,
+};
+use mongodb::{Client, Collection, Database, IndexModel};
+use serde::Serialize;
+
+use crate::entry::ValidEntry;
+use crate::settings;
+
+/// MongoDB's duplicate key error: a repeated idempotency id.
+const DUPLICATE_KEY: i32 = 11000;
+/// `createIndexes` found an index on these keys with other options.
+const INDEX_OPTIONS_CONFLICT: i32 = 85;
+/// `createIndexes` found an index with this name on other keys.
+const INDEX_KEY_SPECS_CONFLICT: i32 = 86;
+/// The retention index; its own name so that turning retention off finds it.
+const TTL_INDEX: &str = "created_at_ttl";
+
+/// Why the store could not do what was asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The server did not answer in time or refused the whole operation.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The server stored the rest of the batch but refused this entry.
+    #[error("the store refused the entry: {0}")]
+    Rejected(String),
+}
+
+/// Whether the store is known to be unreachable, and why. Writers set it when
+/// a batch fails as a whole; a prober clears it once a `ping` answers again.
+#[derive(Debug, Default)]
+pub struct Health {
+    down: AtomicBool,
+    reason: Mutex<String>,
+    changed: tokio::sync::Notify,
+}
+
+impl Health {
+    /// The reason writes fail right now, or `None` while the store is up.
+    pub fn down_reason(&self) -> Option<String> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        let reason = self
+            .reason
+            .lock()
+            .map(|reason| reason.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        Some(reason)
+    }
+
+    pub fn mark_down(&self, reason: &str) {
+        if let Ok(mut slot) = self.reason.lock() {
+            *slot = reason.to_owned();
+        }
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(error = %reason, "log store unreachable; failing writes until it answers again");
+            self.changed.notify_one();
+        }
+    }
+
+    fn mark_up(&self) {
+        if self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("log store answers again");
+        }
+    }
+
+    /// Pings the store while it is marked down, and marks it up when it answers.
+    pub async fn probe_while_down(
+        &self,
+        store: &Store,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            if self.down.load(Ordering::Acquire) {
+                if store.ping().await.is_ok() {
+                    self.mark_up();
+                    continue;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(250)) => {}
+                    () = &mut stop => return,
+                }
+            } else {
+                tokio::select! {
+                    () = self.changed.notified() => {}
+                    () = &mut stop => return,
+                }
+            }
+        }
+    }
+}
+
+/// Which kind of server answers; FerretDB v1 lacks TTL indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerKind {
+    MongoDb { version: String },
+    FerretDb { version: String },
+}
+
+/// One stored entry as the read API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct StoredEntry {
+    /// ObjectId in hex, or the client's idempotency id.
+    pub id: String,
+    pub name: String,
+    pub data: String,
+    /// RFC 3339, UTC.
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+/// A read of the newest entries.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RecentQuery {
+    pub limit: u32,
+    pub name: Option<String>,
+    /// Only entries created strictly before this instant.
+    pub before: Option<DateTime>,
+}
+
+/// The log collection and the client it belongs to.
+#[derive(Debug, Clone)]
+pub struct Store {
+    client: Client,
+    database: Database,
+    collection: Collection<Document>,
+    timeout: Duration,
+}
+
+impl Store {
+    /// Builds the client. The driver connects lazily, so this fails only for a
+    /// malformed URL (or an SRV name that does not resolve).
+    pub async fn new(settings: &settings::MongoDb) -> Result<Self, mongodb::error::Error> {
+        let mut options = ClientOptions::parse(&settings.url).await?;
+        let timeout = settings.timeout();
+        // Without a server the driver waits this long before failing an
+        // operation; the default (30 s) would hold requests far too long.
+        options.server_selection_timeout = Some(timeout);
+        options.connect_timeout = Some(timeout);
+        options.app_name = Some("switchboard-logger".to_owned());
+        let client = Client::with_options(options)?;
+        let database = client.database(&settings.database);
+        // Acknowledged by the server and journaled: a 202 means the entry
+        // survives a crash of the database server.
+        let write_concern = WriteConcern::builder()
+            .w(Acknowledgment::Nodes(1))
+            .journal(true)
+            .build();
+        let collection = database.collection_with_options(
+            &settings.collection,
+            CollectionOptions::builder()
+                .write_concern(write_concern)
+                .build(),
+        );
+        Ok(Self {
+            client,
+            database,
+            collection,
+            timeout,
+        })
+    }
+
+    /// Bounds `operation` by the configured timeout.
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, operation.into_future()).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StoreError::Unavailable(format!("{what}: {err}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what}: no answer within {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Whether the server answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.bounded(
+            "ping",
+            self.client
+                .database("admin")
+                .run_command(doc! { "ping": 1 }),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Asks the server what it is.
+    pub async fn server_kind(&self) -> Result<ServerKind, StoreError> {
+        let info = self
+            .bounded(
+                "buildInfo",
+                self.client
+                    .database("admin")
+                    .run_command(doc! { "buildInfo": 1 }),
+            )
+            .await?;
+        let version = info.get_str("version").unwrap_or("unknown").to_owned();
+        Ok(match info.get_str("ferretdbVersion") {
+            Ok(ferret) => ServerKind::FerretDb {
+                version: ferret.to_owned(),
+            },
+            Err(_) => ServerKind::MongoDb { version },
+        })
+    }
+
+    /// Creates the indexes reads need and applies the retention setting.
+    pub async fn prepare(&self, retention_days: u32, kind: &ServerKind) -> Result<(), StoreError> {
+        // Newest first, optionally filtered by name: GET /logs.
+        for (name, keys) in [
+            ("created_at_desc", doc! { "created_at": -1 }),
+            ("name_created_at", doc! { "name": 1, "created_at": -1 }),
+        ] {
+            let model = IndexModel::builder()
+                .keys(keys)
+                .options(IndexOptions::builder().name(name.to_owned()).build())
+                .build();
+            self.bounded("createIndexes", self.collection.create_index(model))
+                .await?;
+        }
+        self.apply_retention(retention_days, kind).await
+    }
+
+    async fn apply_retention(&self, days: u32, kind: &ServerKind) -> Result<(), StoreError> {
+        if let ServerKind::FerretDb { version } = kind {
+            if days > 0 {
+                tracing::warn!(
+                    retention_days = days,
+                    ferretdb = %version,
+                    "this server (FerretDB) has no TTL indexes: mongodb.retention_days is ignored and entries are kept"
+                );
+            }
+            return Ok(());
+        }
+        if days == 0 {
+            // Retention switched off: a TTL index left from before would
+            // otherwise keep deleting entries.
+            let names = self
+                .bounded("listIndexes", self.collection.list_index_names())
+                .await?;
+            if names.iter().any(|name| name == TTL_INDEX) {
+                self.bounded("dropIndexes", self.collection.drop_index(TTL_INDEX))
+                    .await?;
+                tracing::info!("mongodb.retention_days is 0: removed the retention (TTL) index");
+            }
+            return Ok(());
+        }
+        let seconds = u64::from(days) * 24 * 60 * 60;
+        // Ascending on purpose: the descending index above serves reads, and
+        // two indexes on the same keys with different options would conflict.
+        let model = IndexModel::builder()
+            .keys(doc! { "created_at": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name(TTL_INDEX.to_owned())
+                    .expire_after(Duration::from_secs(seconds))
+                    .build(),
+            )
+            .build();
+        match tokio::time::timeout(self.timeout, self.collection.create_index(model)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err))
+                if matches!(
+                    command_error_code(&err),
+                    Some(INDEX_OPTIONS_CONFLICT | INDEX_KEY_SPECS_CONFLICT)
+                ) =>
+            {
+                // The index exists with another period: change it in place.
+                let seconds = i64::try_from(seconds).unwrap_or(i64::MAX);
+                self.bounded(
+                    "collMod",
+                    self.database.run_command(doc! {
+                        "collMod": self.collection.name(),
+                        "index": { "name": TTL_INDEX, "expireAfterSeconds": seconds },
+                    }),
+                )
+                .await?;
+            }
+            Ok(Err(err)) => return Err(StoreError::Unavailable(format!("createIndexes: {err}"))),
+            Err(_) => return Err(StoreError::Unavailable("createIndexes: no answer".into())),
+        }
+        tracing::info!(
+            retention_days = days,
+            "entries older than the retention period are deleted by MongoDB"
+        );
+        Ok(())
+    }
+
+    /// Inserts `documents` in one unordered `insert_many` and says, for each
+    /// one in order, whether it is stored. A duplicate `_id` counts as stored:
+    /// it is a repeated idempotent write.
+    pub async fn insert_batch(&self, documents: &[&Document]) -> Vec<Result<(), StoreError>> {
+        let count = documents.len();
+        let insert = self
+            .collection
+            .insert_many(documents.iter().copied())
+            .ordered(false);
+        let err = match tokio::time::timeout(self.timeout, insert.into_future()).await {
+            Ok(Ok(_)) => return vec![Ok(()); count],
+            Ok(Err(err)) => err,
+            Err(_) => {
+                let reason = format!("insert: no answer within {} ms", self.timeout.as_millis());
+                return vec![Err(StoreError::Unavailable(reason)); count];
+            }
+        };
+        match *err.kind {
+            ErrorKind::InsertMany(InsertManyError {
+                write_errors,
+                write_concern_error: None,
+                ..
+            }) => {
+                let mut outcomes = vec![Ok(()); count];
+                for error in write_errors.unwrap_or_default() {
+                    if error.code == DUPLICATE_KEY {
+                        continue;
+                    }
+                    if let Some(outcome) = outcomes.get_mut(error.index) {
+                        *outcome = Err(StoreError::Rejected(format!(
+                            "{} (code {})",
+                            error.message, error.code
+                        )));
+                    }
+                }
+                outcomes
+            }
+            // Not confirmed as journaled: every entry is reported as failed so
+            // that producers retry (idempotency ids keep retries single).
+            ref kind => {
+                let reason = format!("insert: {kind}");
+                vec![Err(StoreError::Unavailable(reason)); count]
+            }
+        }
+    }
+
+    /// The newest entries, newest first.
+    pub async fn recent(&self, query: &RecentQuery) -> Result<Vec<StoredEntry>, StoreError> {
+        let mut filter = Document::new();
+        if let Some(name) = &query.name {
+            filter.insert("name", name.as_str());
+        }
+        if let Some(before) = query.before {
+            filter.insert("created_at", doc! { "$lt": before });
+        }
+        let documents: Vec<Document> = self
+            .bounded("find", async {
+                self.collection
+                    .find(filter)
+                    .sort(doc! { "created_at": -1, "_id": -1 })
+                    .limit(i64::from(query.limit))
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await?;
+        Ok(documents.iter().map(stored_entry).collect())
+    }
+
+    /// One entry by id: an ObjectId in hex or a client's idempotency id.
+    pub async fn get(&self, id: &str) -> Result<Option<StoredEntry>, StoreError> {
+        let filter = match ObjectId::parse_str(id) {
+            // A client may have chosen an id that looks like an ObjectId.
+            Ok(oid) => doc! { "_id": { "$in": [oid, id] } },
+            Err(_) => doc! { "_id": id },
+        };
+        let found = self
+            .bounded("find", self.collection.find_one(filter))
+            .await?;
+        Ok(found.as_ref().map(stored_entry))
+    }
+}
+
+/// The document stored for `entry`, received at `now`.
+pub fn document(entry: &ValidEntry, now: DateTime) -> Document {
+    let id = match entry.id() {
+        Some(id) => Bson::String(id.to_owned()),
+        None => Bson::ObjectId(ObjectId::new()),
+    };
+    doc! {
+        "_id": id,
+        "name": entry.name(),
+        "data": entry.data(),
+        "created_at": now,
+        "updated_at": now,
+    }
+}
+
+/// Reads a stored document leniently: documents written by the original Go
+/// logger (or by hand) may lack fields.
+fn stored_entry(document: &Document) -> StoredEntry {
+    let id = match document.get("_id") {
+        Some(Bson::ObjectId(oid)) => oid.to_hex(),
+        Some(Bson::String(id)) => id.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let text = |key: &str| document.get_str(key).unwrap_or_default().to_owned();
+    let date = |key: &str| {
+        document
+            .get_datetime(key)
+            .ok()
+            .and_then(|date| date.try_to_rfc3339_string().ok())
+    };
+    StoredEntry {
+        id,
+        name: text("name"),
+        data: text("data"),
+        created_at: date("created_at"),
+        updated_at: date("updated_at"),
+    }
+}
+
+/// The server's error code of a failed command, if it was one.
+fn command_error_code(err: &mongodb::error::Error) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Command(command) => Some(command.code),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::EntryRules;
+
+    const RULES: EntryRules = EntryRules {
+        max_name_bytes: 64,
+        max_data_bytes: 64,
+    };
+
+    #[test]
+    fn documents_carry_the_idempotency_id_or_an_object_id() {
+        let now = DateTime::from_millis(1_700_000_000_000);
+        let with_id = RULES
+            .parse("event".into(), "data".into(), Some("msg-1".into()))
+            .expect("valid");
+        let document = document(&with_id, now);
+        assert_eq!(document.get_str("_id").ok(), Some("msg-1"));
+        assert_eq!(document.get_datetime("created_at").ok(), Some(&now));
+        assert_eq!(document.get_datetime("updated_at").ok(), Some(&now));
+
+        let without = RULES
+            .parse("event".into(), "data".into(), None)
+            .expect("valid");
+        assert!(super::document(&without, now).get_object_id("_id").is_ok());
+    }
+
+    #[test]
+    fn stored_entries_read_back_for_both_id_kinds() {
+        let now = DateTime::from_millis(1_700_000_000_000);
+        let oid = ObjectId::new();
+        let entry = stored_entry(&doc! {
+            "_id": oid, "name": "n", "data": "d", "created_at": now, "updated_at": now,
+        });
+        assert_eq!(entry.id, oid.to_hex());
+        assert_eq!(entry.created_at.as_deref(), Some("2023-11-14T22:13:20Z"));
+        let entry = stored_entry(&doc! { "_id": "custom", "name": "n" });
+        assert_eq!(entry.id, "custom");
+        assert_eq!(entry.data, "");
+        assert_eq!(entry.created_at, None);
+    }
+
+    #[tokio::test]
+    async fn health_reports_the_reason_while_down() {
+        let health = Health::default();
+        assert_eq!(health.down_reason(), None);
+        health.mark_down("connection refused");
+        assert_eq!(health.down_reason().as_deref(), Some("connection refused"));
+        health.mark_up();
+        assert_eq!(health.down_reason(), None);
+    }
+}
