@@ -102,13 +102,13 @@ impl MongoDbBuilder {
             Some(kind) => (kind, find_binary(kind.as_str())?),
         };
         let workdir = Workdir::create(SERVER, self.dir.as_deref(), false)?;
-        if let Some(port) = self.port {
-            if !port_is_free(port) {
-                return Err(Error::PortInUse {
-                    server: kind.as_str().to_owned(),
-                    port,
-                });
-            }
+        if let Some(port) = self.port
+            && !port_is_free(port)
+        {
+            return Err(Error::PortInUse {
+                server: kind.as_str().to_owned(),
+                port,
+            });
         }
         let mut server = MongoDb {
             workdir,

@@ -107,13 +107,13 @@ impl PostgresBuilder {
             None
         };
         let workdir = Workdir::create(SERVER, self.dir.as_deref(), run_as.is_some())?;
-        if let Some(port) = self.port {
-            if !port_is_free(port) {
-                return Err(Error::PortInUse {
-                    server: SERVER.to_owned(),
-                    port,
-                });
-            }
+        if let Some(port) = self.port
+            && !port_is_free(port)
+        {
+            return Err(Error::PortInUse {
+                server: SERVER.to_owned(),
+                port,
+            });
         }
         let durable = self.durable.unwrap_or(!workdir.is_temporary());
         let mut server = Postgres {

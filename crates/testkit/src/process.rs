@@ -19,13 +19,14 @@ const REAPER_INTERVAL: &str = "0.5";
 
 /// Polls `kill -0` on the starter; when it is gone, SIGKILLs the server's group,
 /// waits (bounded) for it to die, then removes the temporary folder if any.
-/// `$1` starter pid, `$2` server process group, `$3` folder to remove or empty.
+/// `$1` starter pid, `$2` server process group, `$3` folder to remove or empty,
+/// `$4` poll interval. No `--` before the negative pid: dash's `kill` rejects it.
 const REAPER_SCRIPT: &str = r#"
 while kill -0 "$1" 2>/dev/null; do sleep "$4"; done
-kill -KILL -- "-$2" 2>/dev/null
+kill -KILL "-$2" 2>/dev/null
 if [ -n "$3" ]; then
   i=0
-  while kill -0 -- "-$2" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  while kill -0 "-$2" 2>/dev/null && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
   rm -rf -- "$3"
 fi
 "#;
@@ -366,7 +367,7 @@ pub(crate) fn run_command(mut command: Command) -> Result<String> {
     let mut output = String::from_utf8_lossy(&stderr).trim().to_owned();
     let stdout = String::from_utf8_lossy(&stdout);
     if !stdout.trim().is_empty() {
-        output.push_str("\n");
+        output.push('\n');
         output.push_str(stdout.trim());
     }
     Err(Error::CommandFailed {
