@@ -1,1 +1,88 @@
-//! switchboard-broker
+//! switchboard-broker: the API gateway. One URL for clients; HTTP in, and out
+//! to auth (HTTP), logger (RPC, gRPC, HTTP or RabbitMQ) and mail (HTTP).
+//!
+//! The binary (`main.rs`) binds or inherits the listener and calls [`run`];
+//! tests bind `127.0.0.1:0` and do the same.
+
+pub mod api;
+pub mod clients;
+pub mod error;
+pub mod layers;
+pub mod payload;
+pub mod settings;
+
+use std::sync::Arc;
+
+use axum::{Extension, Router};
+use switchboard_runtime::http::{ReadinessCheck, standard_service};
+use switchboard_runtime::{Shutdown, lifecycle};
+use tokio::net::TcpListener;
+
+pub use crate::error::Error;
+pub use crate::settings::Settings;
+
+/// The sockets the broker serves on.
+#[derive(Debug)]
+pub struct BrokerListeners {
+    /// The HTTP door (socket name `http`).
+    pub http: TcpListener,
+}
+
+/// Serves the broker until `shutdown`, then drains in-flight requests.
+///
+/// Tells systemd READY as soon as it serves: the downstream clients are built
+/// but not connected, because the downstreams are socket-activated and may
+/// start lazily; a downstream that is down costs its requests a 502, not the
+/// broker its readiness.
+pub async fn run(
+    settings: Settings,
+    listeners: BrokerListeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
+    settings.validate()?;
+    let downstreams = Arc::new(clients::Downstreams::new(&settings)?);
+    let background = downstreams.start(&shutdown);
+    let router = app(&settings, Arc::clone(&downstreams), &shutdown);
+    if let Ok(addr) = listeners.http.local_addr() {
+        tracing::info!(%addr, default_log_via = %settings.downstream.default_log_via, "broker serving");
+    }
+    lifecycle::status("serving");
+    lifecycle::ready();
+    let served = switchboard_runtime::service::serve_http(listeners.http, router, shutdown.clone())
+        .await
+        .map_err(Error::Serve);
+    // Serving can also end without a shutdown request (an accept error);
+    // the background tasks must stop either way.
+    shutdown.trigger();
+    let _ = background.await;
+    served
+}
+
+/// The complete HTTP service: routes, the runtime's standard layers (request
+/// id, tracing, body limit, health), rate limit on `/handle` and CORS.
+pub fn app(
+    settings: &Settings,
+    downstreams: Arc<clients::Downstreams>,
+    shutdown: &Shutdown,
+) -> Router {
+    let rate_limit = layers::rate_limit(
+        settings.limits.rate_per_second,
+        settings.limits.rate_burst,
+        shutdown,
+    );
+    let (router, document) = api::api_router(rate_limit).split_for_parts();
+    let state = api::AppState {
+        downstreams: Arc::clone(&downstreams),
+        default_via: settings.downstream.default_log_via,
+    };
+    let router = router
+        .with_state(state)
+        .layer(Extension(api::Document::new(&document)));
+    let readiness: ReadinessCheck = Arc::new(move || {
+        let downstreams = Arc::clone(&downstreams);
+        Box::pin(async move { api::readiness(&downstreams).await })
+    });
+    // CORS outermost: preflights are answered before routing and rate limiting,
+    // as go-chi/cors did in front of the original's router.
+    standard_service(router, readiness, settings.limits.max_body_bytes).layer(layers::cors())
+}

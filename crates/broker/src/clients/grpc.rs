@@ -1,0 +1,105 @@
+//! The logger's gRPC door (the original `logs.LogService/WriteLog`): one tonic
+//! `Channel`, created lazily at start (the logger may start later) and
+//! multiplexing every request over one HTTP/2 connection that tonic re-opens
+//! when it breaks.
+
+use std::time::Duration;
+
+use switchboard_runtime::http::REQUEST_ID_HEADER;
+use switchboard_wire::proto::log_service_client::LogServiceClient;
+use switchboard_wire::proto::{Log, LogRequest};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{Downstream, DownstreamError, error_chain};
+
+const DOWNSTREAM: Downstream = Downstream::LoggerGrpc;
+
+#[derive(Debug, Clone)]
+pub struct GrpcLogger {
+    url: String,
+    client: LogServiceClient<Channel>,
+    timeout: Duration,
+}
+
+impl GrpcLogger {
+    /// Builds the lazy channel; fails only on a malformed URL.
+    pub fn new(url: &str, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(url.to_owned())?
+            .tcp_nodelay(true)
+            // HTTP/2 pings notice a dead peer between requests.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy();
+        Ok(Self {
+            url: url.to_owned(),
+            client: LogServiceClient::new(channel),
+            timeout,
+        })
+    }
+
+    pub fn address(&self) -> &str {
+        &self.url
+    }
+
+    /// Stores a log entry through `WriteLog`.
+    pub async fn log(
+        &self,
+        name: String,
+        data: String,
+        request_id: Option<&str>,
+    ) -> Result<(), DownstreamError> {
+        let mut request = tonic::Request::new(LogRequest {
+            log_entry: Some(Log { name, data }),
+        });
+        // Tells the logger our deadline (the `grpc-timeout` header).
+        request.set_timeout(self.timeout);
+        if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
+            request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        let mut client = self.client.clone();
+        match tokio::time::timeout(self.timeout, client.write_log(request)).await {
+            Err(_) => Err(DownstreamError::timed_out(DOWNSTREAM, self.timeout)),
+            Ok(Ok(_reply)) => Ok(()),
+            Ok(Err(status)) => Err(self.map_status(&status)),
+        }
+    }
+
+    fn map_status(&self, status: &tonic::Status) -> DownstreamError {
+        match status.code() {
+            Code::InvalidArgument => DownstreamError::Rejected {
+                downstream: DOWNSTREAM,
+                message: status.message().to_owned(),
+            },
+            Code::DeadlineExceeded => DownstreamError::timed_out(DOWNSTREAM, self.timeout),
+            // A transport failure carries its cause as the source; the
+            // logger's own UNAVAILABLE (its store is down) does not.
+            Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
+                DownstreamError::unreachable(DOWNSTREAM, error_chain(status))
+            }
+            code => DownstreamError::failed(
+                DOWNSTREAM,
+                format!("answered {code:?}: {}", status.message()),
+            ),
+        }
+    }
+
+    /// Whether the gRPC door accepts a TCP connection within `within`.
+    pub async fn probe(&self, within: Duration) -> Result<(), String> {
+        let authority = self
+            .url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| {
+                let host = uri.host()?.to_owned();
+                let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+                    Some("https") => 443,
+                    _ => 80,
+                });
+                Some(format!("{host}:{port}"))
+            })
+            .ok_or_else(|| format!("cannot read host and port from {}", self.url))?;
+        super::probe_tcp(&authority, within).await
+    }
+}

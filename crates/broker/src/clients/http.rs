@@ -1,0 +1,167 @@
+//! The broker's one HTTP client (a keep-alive connection pool) and the calls
+//! made with it: auth's `POST /authenticate`, mail's `POST /send` and the
+//! logger's `POST /log`, each under the configured deadline and carrying the
+//! request id.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::Serialize;
+use switchboard_runtime::http::{Envelope, REQUEST_ID_HEADER};
+
+use crate::error::{Downstream, DownstreamError, error_chain};
+
+/// A pooled HTTP/1.1 client shared by every HTTP downstream.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    timeout: Duration,
+}
+
+/// What a downstream answered: its status and envelope.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub envelope: Envelope,
+}
+
+impl HttpClient {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(timeout)
+            .tcp_nodelay(true)
+            // Longer than the downstreams keep idle connections would risk
+            // reusing one they are closing; axum keeps them until the client closes.
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("switchboard-broker/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, timeout })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// POSTs `body` as JSON and reads the envelope, whatever the status.
+    pub async fn post_envelope(
+        &self,
+        downstream: Downstream,
+        url: &str,
+        body: &impl Serialize,
+        request_id: Option<&str>,
+    ) -> Result<HttpReply, DownstreamError> {
+        let mut request = self.client.post(url).json(body);
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, id);
+        }
+        let call = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|err| transport_error(downstream, &err))?;
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|err| transport_error(downstream, &err))?;
+            let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|err| {
+                DownstreamError::failed(
+                    downstream,
+                    format!("answered {status} without a JSON envelope ({err})"),
+                )
+            })?;
+            Ok(HttpReply { status, envelope })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(DownstreamError::timed_out(downstream, self.timeout)))
+    }
+
+    /// `GET url` answering 2xx within `within`: the downstream is up.
+    pub async fn probe(&self, url: &str, within: Duration) -> Result<(), String> {
+        match tokio::time::timeout(within, self.client.get(url).send()).await {
+            Err(_) => Err(format!("no answer within {} ms", within.as_millis())),
+            Ok(Err(err)) => Err(error_chain(&err)),
+            Ok(Ok(response)) if response.status().is_success() => Ok(()),
+            Ok(Ok(response)) => Err(format!("answered {}", response.status())),
+        }
+    }
+}
+
+fn transport_error(downstream: Downstream, err: &reqwest::Error) -> DownstreamError {
+    let detail = error_chain(err);
+    if err.is_connect() {
+        DownstreamError::unreachable(downstream, detail)
+    } else {
+        DownstreamError::failed(downstream, detail)
+    }
+}
+
+/// Maps a downstream's non-2xx answer onto the broker's: validation errors
+/// pass through as 400 with the downstream's message, everything else is a
+/// failure of that downstream (502).
+pub fn non_success(downstream: Downstream, reply: HttpReply) -> DownstreamError {
+    match reply.status {
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::PAYLOAD_TOO_LARGE => DownstreamError::Rejected {
+            downstream,
+            message: reply.envelope.message,
+        },
+        StatusCode::UNAUTHORIZED if downstream == Downstream::Auth => {
+            DownstreamError::InvalidCredentials
+        }
+        status => DownstreamError::failed(
+            downstream,
+            format!("answered {status}: {}", reply.envelope.message),
+        ),
+    }
+}
+
+/// Joins a base URL and an absolute path without doubling the slash.
+pub fn join(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_handles_trailing_slashes() {
+        assert_eq!(join("http://a:1/", "/log"), "http://a:1/log");
+        assert_eq!(join("http://a:1", "/log"), "http://a:1/log");
+    }
+
+    #[test]
+    fn validation_errors_pass_through_and_others_are_failures() {
+        let reply = |status, message: &str| HttpReply {
+            status,
+            envelope: Envelope {
+                error: true,
+                message: message.into(),
+                data: None,
+            },
+        };
+        let rejected = non_success(
+            Downstream::LoggerHttp,
+            reply(StatusCode::BAD_REQUEST, "name must not be empty"),
+        );
+        assert_eq!(rejected.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(rejected.to_string(), "name must not be empty");
+        let unauthorized = non_success(
+            Downstream::Auth,
+            reply(StatusCode::UNAUTHORIZED, "invalid credentials"),
+        );
+        assert_eq!(unauthorized, DownstreamError::InvalidCredentials);
+        let unavailable = non_success(
+            Downstream::Mail,
+            reply(StatusCode::SERVICE_UNAVAILABLE, "smtp down"),
+        );
+        assert_eq!(unavailable.status(), StatusCode::BAD_GATEWAY);
+        assert!(
+            unavailable.to_string().contains("smtp down"),
+            "{unavailable}"
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! The broker's downstream clients, each created once at start and shared by
+//! every request: one HTTP pool (auth, mail, logger's HTTP door), one tarpc
+//! client (logger RPC), one tonic channel (logger gRPC) and one AMQP
+//! connection (RabbitMQ). None of them waits for its downstream at start.
+
+pub mod amqp;
+pub mod grpc;
+pub mod http;
+pub mod rpc;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_runtime::Shutdown;
+use switchboard_wire::LogEntry;
+
+use crate::error::{Downstream, DownstreamError, Error};
+use crate::payload::{AuthPayload, DownstreamStatus, LogVia, MailPayload};
+use crate::settings::Settings;
+
+pub use self::amqp::AmqpPublisher;
+pub use self::grpc::GrpcLogger;
+pub use self::http::HttpClient;
+pub use self::rpc::RpcLogger;
+
+/// Every client the broker uses.
+#[derive(Debug)]
+pub struct Downstreams {
+    auth_url: String,
+    mail_url: String,
+    logger_http_url: String,
+    timeout: Duration,
+    http: HttpClient,
+    rpc: RpcLogger,
+    grpc: GrpcLogger,
+    amqp: Arc<AmqpPublisher>,
+}
+
+impl Downstreams {
+    /// Builds every client; nothing is connected yet (see [`Self::start`]).
+    pub fn new(settings: &Settings) -> Result<Self, Error> {
+        let d = &settings.downstream;
+        let timeout = d.timeout();
+        let http = HttpClient::new(timeout).map_err(|err| Error::Client {
+            downstream: Downstream::LoggerHttp,
+            detail: crate::error::error_chain(&err),
+        })?;
+        let grpc = GrpcLogger::new(&d.logger_grpc_url, timeout).map_err(|err| Error::Client {
+            downstream: Downstream::LoggerGrpc,
+            detail: crate::error::error_chain(&err),
+        })?;
+        Ok(Self {
+            auth_url: d.auth_url.clone(),
+            mail_url: d.mail_url.clone(),
+            logger_http_url: d.logger_http_url.clone(),
+            timeout,
+            http,
+            rpc: RpcLogger::new(d.logger_rpc_addr.clone(), timeout),
+            grpc,
+            amqp: Arc::new(AmqpPublisher::new(
+                settings.events.amqp_url.clone(),
+                settings.events.exchange.clone(),
+                timeout,
+            )),
+        })
+    }
+
+    /// Starts the background work: the AMQP connection supervisor (until
+    /// `shutdown`) and an early RPC connect, neither of which delays serving.
+    pub fn start(self: &Arc<Self>, shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.rpc.warm_up().await });
+        tokio::spawn(Arc::clone(&self.amqp).supervise(shutdown.clone()))
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Auth's `POST /authenticate`; the user object on success.
+    pub async fn authenticate(
+        &self,
+        credentials: &AuthPayload,
+        request_id: Option<&str>,
+    ) -> Result<serde_json::Value, DownstreamError> {
+        let url = http::join(&self.auth_url, "/authenticate");
+        let body = json!({ "email": credentials.email, "password": credentials.password });
+        let reply = self
+            .http
+            .post_envelope(Downstream::Auth, &url, &body, request_id)
+            .await?;
+        if !reply.status.is_success() {
+            return Err(http::non_success(Downstream::Auth, reply));
+        }
+        reply.envelope.data.ok_or_else(|| {
+            DownstreamError::failed(Downstream::Auth, "answered success without the user")
+        })
+    }
+
+    /// Mail's `POST /send`.
+    pub async fn send_mail(
+        &self,
+        mail: &MailPayload,
+        request_id: Option<&str>,
+    ) -> Result<(), DownstreamError> {
+        let url = http::join(&self.mail_url, "/send");
+        let body = json!({
+            "from": mail.from, "to": mail.to, "subject": mail.subject, "message": mail.message,
+        });
+        let reply = self
+            .http
+            .post_envelope(Downstream::Mail, &url, &body, request_id)
+            .await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(http::non_success(Downstream::Mail, reply))
+        }
+    }
+
+    /// Stores a log entry through the chosen transport. Every entry gets an
+    /// idempotency id, so a retry after a broken connection is stored once.
+    pub async fn log(
+        &self,
+        name: String,
+        data: String,
+        via: LogVia,
+        request_id: Option<&str>,
+    ) -> Result<(), DownstreamError> {
+        let entry = LogEntry {
+            name,
+            data,
+            id: Some(uuid::Uuid::now_v7().to_string()),
+        };
+        match via {
+            LogVia::Rpc => self.rpc.log(entry, request_id).await,
+            LogVia::Grpc => self.grpc.log(entry.name, entry.data, request_id).await,
+            LogVia::Http => self.log_http(&entry, request_id).await,
+            LogVia::Amqp => self.amqp.publish(&entry, request_id).await,
+        }
+    }
+
+    async fn log_http(
+        &self,
+        entry: &LogEntry,
+        request_id: Option<&str>,
+    ) -> Result<(), DownstreamError> {
+        let url = http::join(&self.logger_http_url, "/log");
+        let body = json!({ "name": entry.name, "data": entry.data });
+        let reply = self
+            .http
+            .post_envelope(Downstream::LoggerHttp, &url, &body, request_id)
+            .await?;
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(http::non_success(Downstream::LoggerHttp, reply))
+        }
+    }
+
+    /// Probes every downstream concurrently, each within a short deadline.
+    pub async fn reachability(&self) -> Vec<DownstreamStatus> {
+        let within = self.timeout.min(Duration::from_secs(2));
+        let auth_health = http::join(&self.auth_url, "/healthz");
+        let mail_health = http::join(&self.mail_url, "/healthz");
+        let logger_health = http::join(&self.logger_http_url, "/healthz");
+        let (auth, mail, rpc, grpc, logger_http) = tokio::join!(
+            self.http.probe(&auth_health, within),
+            self.http.probe(&mail_health, within),
+            self.rpc.probe(within),
+            self.grpc.probe(within),
+            self.http.probe(&logger_health, within),
+        );
+        let amqp = self.amqp.probe();
+        [
+            (Downstream::Auth, self.auth_url.clone(), auth),
+            (Downstream::Mail, self.mail_url.clone(), mail),
+            (Downstream::LoggerRpc, self.rpc.address().to_owned(), rpc),
+            (Downstream::LoggerGrpc, self.grpc.address().to_owned(), grpc),
+            (
+                Downstream::LoggerHttp,
+                self.logger_http_url.clone(),
+                logger_http,
+            ),
+            (Downstream::Amqp, self.amqp.address(), amqp),
+        ]
+        .into_iter()
+        .map(|(downstream, address, result)| DownstreamStatus {
+            name: downstream.name().to_owned(),
+            address,
+            reachable: result.is_ok(),
+            detail: result.err().unwrap_or_else(|| "ok".to_owned()),
+        })
+        .collect()
+    }
+}
+
+/// A TCP connect to `addr` (`host:port`) within `within`, closed at once.
+pub async fn probe_tcp(addr: &str, within: Duration) -> Result<(), String> {
+    match tokio::time::timeout(within, tokio::net::TcpStream::connect(addr)).await {
+        Err(_) => Err(format!("no connection within {} ms", within.as_millis())),
+        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Ok(_stream)) => Ok(()),
+    }
+}

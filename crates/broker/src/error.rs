@@ -1,0 +1,195 @@
+//! Errors at the broker's boundaries: a downstream call that failed (mapped to
+//! the HTTP status the wire contract prescribes) and a broker that cannot start.
+
+use std::fmt;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use switchboard_runtime::http::ApiError;
+
+/// The services behind the broker, named as error messages and `/downstreams` name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Downstream {
+    Auth,
+    Mail,
+    LoggerRpc,
+    LoggerGrpc,
+    LoggerHttp,
+    Amqp,
+}
+
+impl Downstream {
+    pub const ALL: [Downstream; 6] = [
+        Downstream::Auth,
+        Downstream::Mail,
+        Downstream::LoggerRpc,
+        Downstream::LoggerGrpc,
+        Downstream::LoggerHttp,
+        Downstream::Amqp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Downstream::Auth => "auth",
+            Downstream::Mail => "mail",
+            Downstream::LoggerRpc => "logger (rpc)",
+            Downstream::LoggerGrpc => "logger (grpc)",
+            Downstream::LoggerHttp => "logger (http)",
+            Downstream::Amqp => "rabbitmq (amqp)",
+        }
+    }
+}
+
+impl fmt::Display for Downstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a call to a downstream did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DownstreamError {
+    /// No connection could be made (refused, reset, not connected): 502.
+    #[error("{downstream} is unreachable: {detail}")]
+    Unreachable {
+        downstream: Downstream,
+        detail: String,
+    },
+    /// The downstream accepted the call but did not answer in time: 504.
+    #[error("{downstream} did not answer within {timeout_ms} ms")]
+    TimedOut {
+        downstream: Downstream,
+        timeout_ms: u128,
+    },
+    /// The downstream refused the input (its validation): 400 with its message.
+    #[error("{message}")]
+    Rejected {
+        downstream: Downstream,
+        message: String,
+    },
+    /// Auth said the email or password is wrong: 401.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The downstream answered, but with a failure (5xx, nack, garbage): 502.
+    #[error("{downstream} failed: {detail}")]
+    Failed {
+        downstream: Downstream,
+        detail: String,
+    },
+}
+
+impl DownstreamError {
+    pub fn timed_out(downstream: Downstream, after: Duration) -> Self {
+        Self::TimedOut {
+            downstream,
+            timeout_ms: after.as_millis(),
+        }
+    }
+
+    pub fn unreachable(downstream: Downstream, detail: impl Into<String>) -> Self {
+        Self::Unreachable {
+            downstream,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn failed(downstream: Downstream, detail: impl Into<String>) -> Self {
+        Self::Failed {
+            downstream,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unreachable { .. } | Self::Failed { .. } => StatusCode::BAD_GATEWAY,
+            Self::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Self::Rejected { .. } => StatusCode::BAD_REQUEST,
+            Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+impl From<DownstreamError> for ApiError {
+    fn from(err: DownstreamError) -> Self {
+        match &err {
+            DownstreamError::Rejected { .. } | DownstreamError::InvalidCredentials => {
+                tracing::info!(error = %err, "downstream refused the request");
+            }
+            _ => tracing::warn!(error = %err, "downstream call failed"),
+        }
+        ApiError::new(err.status(), err.to_string())
+    }
+}
+
+/// An error and its sources on one line: transport errors hide the useful
+/// part ("Connection refused") a few levels down.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Why the broker could not start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Setting(#[from] crate::settings::InvalidSetting),
+    #[error("cannot build the client for {downstream}: {detail}")]
+    Client {
+        downstream: Downstream,
+        detail: String,
+    },
+    #[error("serving HTTP failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_wire_contract() {
+        let timeout = DownstreamError::timed_out(Downstream::LoggerRpc, Duration::from_secs(5));
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            timeout.to_string(),
+            "logger (rpc) did not answer within 5000 ms"
+        );
+        let refused = DownstreamError::unreachable(Downstream::Mail, "connection refused");
+        assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            refused.to_string(),
+            "mail is unreachable: connection refused"
+        );
+        let rejected = DownstreamError::Rejected {
+            downstream: Downstream::LoggerHttp,
+            message: "name must not be empty".into(),
+        };
+        assert_eq!(rejected.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(rejected.to_string(), "name must not be empty");
+        let api: ApiError = DownstreamError::InvalidCredentials.into();
+        assert_eq!(api.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(api.message, "invalid credentials");
+    }
+
+    #[test]
+    fn error_chain_includes_causes_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("tcp connect error")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            error_chain(&Outer(io)),
+            "tcp connect error: connection refused"
+        );
+    }
+}

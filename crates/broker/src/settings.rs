@@ -1,0 +1,248 @@
+//! The broker's configuration: the sections and keys of the README's broker
+//! table, loaded by `switchboard_runtime::config` (defaults < TOML < environment).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchboard_runtime::RuntimeSettings;
+
+use crate::payload::LogVia;
+
+/// Everything `switchboard-broker` can be configured with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Addresses bound when no socket of that name is passed in.
+    pub listen: Listen,
+    /// Where the downstream services are and how long to wait for them.
+    pub downstream: Downstream,
+    /// RabbitMQ, for logs sent with `"via": "amqp"`.
+    pub events: Events,
+    /// Request size and rate limits.
+    pub limits: Limits,
+    /// Settings every service has (shutdown drain, logging).
+    pub runtime: RuntimeSettings,
+}
+
+impl switchboard_runtime::service::ServiceSettings for Settings {
+    fn runtime(&self) -> &RuntimeSettings {
+        &self.runtime
+    }
+}
+
+/// `[listen]`: fallback addresses for the sockets systemd would pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// The HTTP door (socket name `http`).
+    pub http: SocketAddr,
+}
+
+impl Default for Listen {
+    fn default() -> Self {
+        Self {
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
+    }
+}
+
+/// `[downstream]`: the services the broker forwards to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Downstream {
+    /// Base URL of the auth service (`POST /authenticate`).
+    pub auth_url: String,
+    /// Base URL of the logger's HTTP door (`POST /log`).
+    pub logger_http_url: String,
+    /// `host:port` of the logger's Rust-native RPC door.
+    pub logger_rpc_addr: String,
+    /// URL of the logger's gRPC door.
+    pub logger_grpc_url: String,
+    /// Base URL of the mail service (`POST /send`).
+    pub mail_url: String,
+    /// Deadline of every outbound call (connect included), in milliseconds.
+    pub timeout_ms: u64,
+    /// The log transport used when a request does not name one.
+    pub default_log_via: LogVia,
+}
+
+impl Default for Downstream {
+    fn default() -> Self {
+        Self {
+            auth_url: "http://127.0.0.1:8081".to_owned(),
+            logger_http_url: "http://127.0.0.1:8082".to_owned(),
+            logger_rpc_addr: "127.0.0.1:5001".to_owned(),
+            logger_grpc_url: "http://127.0.0.1:50001".to_owned(),
+            mail_url: "http://127.0.0.1:8083".to_owned(),
+            timeout_ms: 5000,
+            default_log_via: LogVia::Rpc,
+        }
+    }
+}
+
+impl Downstream {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `[events]`: where `"via": "amqp"` publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Events {
+    /// RabbitMQ URI (vhost as the path, `%2f` for `/`).
+    pub amqp_url: String,
+    /// The durable topic exchange the listener consumes from.
+    pub exchange: String,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self {
+            amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            exchange: "logs_topic".to_owned(),
+        }
+    }
+}
+
+/// `[limits]`: protection against oversized and overly frequent requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body; larger bodies get a 400 that states the limit.
+    pub max_body_bytes: usize,
+    /// Sustained requests per second per client IP on `/handle`; `0` disables the limit.
+    pub rate_per_second: u32,
+    /// Requests a client IP may send at once before the rate applies; `0` disables the limit.
+    pub rate_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1_048_576,
+            rate_per_second: 100,
+            rate_burst: 200,
+        }
+    }
+}
+
+/// A setting that parses but cannot work; found at start, named in the error.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid setting {key} = {value:?}: {reason}")]
+pub struct InvalidSetting {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Settings {
+    /// Checks what serde cannot: URLs that parse, a non-zero timeout.
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let d = &self.downstream;
+        for (key, value) in [
+            ("downstream.auth_url", &d.auth_url),
+            ("downstream.logger_http_url", &d.logger_http_url),
+            ("downstream.logger_grpc_url", &d.logger_grpc_url),
+            ("downstream.mail_url", &d.mail_url),
+        ] {
+            check_http_url(key, value)?;
+        }
+        if d.logger_rpc_addr
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(InvalidSetting {
+                key: "downstream.logger_rpc_addr",
+                value: d.logger_rpc_addr.clone(),
+                reason: "expected host:port".into(),
+            });
+        }
+        if d.timeout_ms == 0 {
+            return Err(InvalidSetting {
+                key: "downstream.timeout_ms",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !self.events.amqp_url.starts_with("amqp://")
+            && !self.events.amqp_url.starts_with("amqps://")
+        {
+            return Err(InvalidSetting {
+                key: "events.amqp_url",
+                value: self.events.amqp_url.clone(),
+                reason: "expected an amqp:// URI".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn check_http_url(key: &'static str, value: &str) -> Result<(), InvalidSetting> {
+    let invalid = |reason: String| InvalidSetting {
+        key,
+        value: value.to_owned(),
+        reason,
+    };
+    let uri: http::Uri = value
+        .parse()
+        .map_err(|err: http::uri::InvalidUri| invalid(err.to_string()))?;
+    match uri.scheme_str() {
+        Some("http") | Some("https") if uri.host().is_some() => Ok(()),
+        _ => Err(invalid(
+            "expected an http:// or https:// URL with a host".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_readme() {
+        let settings = Settings::default();
+        settings.validate().expect("defaults validate");
+        assert_eq!(settings.listen.http.port(), 8080);
+        assert_eq!(settings.downstream.timeout_ms, 5000);
+        assert_eq!(settings.downstream.default_log_via, LogVia::Rpc);
+        assert_eq!(settings.limits.rate_per_second, 100);
+        assert_eq!(settings.limits.rate_burst, 200);
+        assert_eq!(settings.events.exchange, "logs_topic");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let mut settings = Settings::default();
+        settings.downstream.logger_rpc_addr = "localhost".into();
+        let err = settings.validate().expect_err("no port");
+        assert!(
+            err.to_string().contains("downstream.logger_rpc_addr"),
+            "{err}"
+        );
+
+        let mut settings = Settings::default();
+        settings.downstream.mail_url = "127.0.0.1:8083".into();
+        let err = settings.validate().expect_err("no scheme");
+        assert!(err.to_string().contains("downstream.mail_url"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_use_the_documented_names() {
+        let sources = switchboard_runtime::config::Sources {
+            file: None,
+            env: [
+                ("SWITCHBOARD_BROKER__DOWNSTREAM__DEFAULT_LOG_VIA", "amqp"),
+                ("SWITCHBOARD_BROKER__LIMITS__RATE_PER_SECOND", "0"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+        let settings: Settings =
+            switchboard_runtime::config::load("broker", &sources).expect("load");
+        assert_eq!(settings.downstream.default_log_via, LogVia::Amqp);
+        assert_eq!(settings.limits.rate_per_second, 0);
+    }
+}
