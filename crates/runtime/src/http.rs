@@ -20,7 +20,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
 
 /// The header that carries a request's id across every hop.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -219,7 +220,14 @@ pub fn standard_service(
             },
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        // One INFO line per answered request (status and latency, inside the span
+        // that carries the request id) so `journalctl -u <service>` shows traffic
+        // without turning on debug logging.
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }
 
