@@ -109,9 +109,7 @@ pub async fn run(
 
 /// The routes of the service (health routes are added by the runtime).
 fn routes(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/send", post(send))
-        .with_state(state)
+    Router::new().route("/send", post(send)).with_state(state)
 }
 
 fn readiness(state: Arc<AppState>) -> ReadinessCheck {
@@ -130,7 +128,9 @@ fn readiness(state: Arc<AppState>) -> ReadinessCheck {
 /// JSON escapes can make a body several times larger than the message in it;
 /// the message's own limit is checked after parsing, with a precise error.
 fn max_body_bytes(max_message_bytes: usize) -> usize {
-    max_message_bytes.saturating_mul(2).saturating_add(64 * 1024)
+    max_message_bytes
+        .saturating_mul(2)
+        .saturating_add(64 * 1024)
 }
 
 fn default_sender(settings: &Settings) -> Result<ValidMailbox, Error> {
@@ -139,11 +139,10 @@ fn default_sender(settings: &Settings) -> Result<ValidMailbox, Error> {
         settings.sender.address.clone()
     } else {
         // Mailbox's Display quotes the name where RFC 5322 needs it.
-        let address = settings
-            .sender
-            .address
-            .parse()
-            .map_err(|err| Error::DefaultSender(format!("{:?}: {err}", settings.sender.address)))?;
+        let address =
+            settings.sender.address.parse().map_err(|err| {
+                Error::DefaultSender(format!("{:?}: {err}", settings.sender.address))
+            })?;
         Mailbox::new(Some(name.to_owned()), address).to_string()
     };
     ValidMailbox::parse("sender", &formatted).map_err(|err| Error::DefaultSender(err.to_string()))

@@ -40,6 +40,8 @@ async fn serve(cli: Cli) -> Result<(), String> {
     .await
     {
         Ok(result) => result.map_err(|err| err.to_string()),
-        Err(()) => Err("in-flight requests did not finish within runtime.shutdown_timeout_ms".into()),
+        Err(()) => {
+            Err("in-flight requests did not finish within runtime.shutdown_timeout_ms".into())
+        }
     }
 }

@@ -388,29 +388,35 @@ mod tests {
             "{}",
             rendered.html
         );
-        assert!(rendered.html.contains("<p>new paragraph</p>"), "{}", rendered.html);
+        assert!(
+            rendered.html.contains("<p>new paragraph</p>"),
+            "{}",
+            rendered.html
+        );
         assert!(!rendered.html.contains("<b>"), "{}", rendered.html);
         assert!(
             rendered.html.contains("<title>&lt;subject&gt;</title>"),
             "{}",
             rendered.html
         );
-        assert_eq!(
-            rendered.plain,
-            "<b>&\"x\"\nsecond line\n\nnew paragraph"
-        );
+        assert_eq!(rendered.plain, "<b>&\"x\"\nsecond line\n\nnew paragraph");
     }
 
     #[test]
     fn the_email_is_multipart_alternative_plain_first() {
         let outgoing = Outgoing::parse(
-            &request(Some("me@example.com"), "you@there.com", "Test email", "Hello world!"),
+            &request(
+                Some("me@example.com"),
+                "you@there.com",
+                "Test email",
+                "Hello world!",
+            ),
             &default_sender(),
             1000,
         )
         .expect("valid");
-        let formatted = String::from_utf8(build(&outgoing).expect("build").formatted())
-            .expect("utf-8");
+        let formatted =
+            String::from_utf8(build(&outgoing).expect("build").formatted()).expect("utf-8");
         assert!(formatted.contains("From: me@example.com"), "{formatted}");
         assert!(formatted.contains("To: you@there.com"), "{formatted}");
         assert!(formatted.contains("Subject: Test email"), "{formatted}");
@@ -419,8 +425,12 @@ mod tests {
             formatted.contains("Content-Type: multipart/alternative"),
             "{formatted}"
         );
-        let plain = formatted.find("Content-Type: text/plain").expect("plain part");
-        let html = formatted.find("Content-Type: text/html").expect("html part");
+        let plain = formatted
+            .find("Content-Type: text/plain")
+            .expect("plain part");
+        let html = formatted
+            .find("Content-Type: text/html")
+            .expect("html part");
         assert!(plain < html, "plain part must come first");
     }
 }

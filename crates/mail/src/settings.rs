@@ -179,6 +179,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_spells_out_the_defaults() {
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/mail.toml");
+        let settings: Settings = load(
+            "mail",
+            &Sources {
+                file: Some(example),
+                env: HashMap::new(),
+            },
+        )
+        .expect("config/mail.toml loads");
+        assert_eq!(settings, Settings::default());
+    }
+
+    #[test]
     fn environment_sets_optional_keys_and_encryption() {
         let env: HashMap<String, String> = [
             ("SWITCHBOARD_MAIL__SMTP__USERNAME", "relay-user"),
@@ -189,14 +204,7 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let settings: Settings = load(
-            "mail",
-            &Sources {
-                file: None,
-                env,
-            },
-        )
-        .expect("load");
+        let settings: Settings = load("mail", &Sources { file: None, env }).expect("load");
         assert_eq!(settings.smtp.username.as_deref(), Some("relay-user"));
         assert_eq!(
             settings.smtp.password_file,
@@ -212,14 +220,8 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let err = load::<Settings>(
-            "mail",
-            &Sources {
-                file: None,
-                env,
-            },
-        )
-        .expect_err("no password key");
+        let err =
+            load::<Settings>("mail", &Sources { file: None, env }).expect_err("no password key");
         assert!(err.to_string().contains("password"), "{err}");
     }
 }

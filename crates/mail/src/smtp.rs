@@ -391,7 +391,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = write(dir.path(), "pw", "from-file\n");
         let credentials = tempfile::tempdir().expect("tempdir");
-        write(credentials.path(), PASSWORD_CREDENTIAL, "from-credential\r\n");
+        write(
+            credentials.path(),
+            PASSWORD_CREDENTIAL,
+            "from-credential\r\n",
+        );
 
         let password = load_password(Some(&file), Some(credentials.path()))
             .expect("load")
@@ -471,7 +475,10 @@ mod tests {
         let mailer = Mailer::new(&settings, None).expect("mailer");
         let err = mailer.test_connection().await.expect_err("silent server");
         assert!(matches!(err, SendError::Timeout { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
         let generation = mailer
             .current
             .lock()
@@ -494,7 +501,10 @@ mod tests {
         let mailer = Mailer::new(&settings, None).expect("mailer");
         let err = mailer.test_connection().await.expect_err("nothing listens");
         assert!(matches!(err, SendError::Failed { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
         assert!(err.to_string().to_lowercase().contains("refused"), "{err}");
     }
 }
