@@ -9,6 +9,7 @@
 //! stored; a failure of one entry fails only that entry.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bson::{DateTime, Document};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -29,6 +30,34 @@ struct Job {
 pub struct Writer {
     queue: mpsc::Sender<Job>,
     health: Arc<Health>,
+    counters: Arc<Counters>,
+}
+
+/// How the writes were grouped so far (for tests, benchmarks and the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BatchStats {
+    /// `insert_many` calls made.
+    pub batches: u64,
+    /// Entries handed to those calls.
+    pub entries: u64,
+    /// The most entries in one call.
+    pub largest_batch: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    entries: AtomicU64,
+    largest_batch: AtomicU64,
+}
+
+impl Counters {
+    fn record(&self, entries: usize) {
+        let entries = u64::try_from(entries).unwrap_or(u64::MAX);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.entries.fetch_add(entries, Ordering::Relaxed);
+        self.largest_batch.fetch_max(entries, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Writer {
@@ -50,19 +79,35 @@ pub fn start(
     // enough that a flood waits at the door (backpressure) instead of in memory.
     let (queue, receiver) = mpsc::channel(max_batch * writers * 2);
     let receiver = Arc::new(Mutex::new(receiver));
+    let counters = Arc::new(Counters::default());
     let mut tasks = JoinSet::new();
     for _ in 0..writers {
         tasks.spawn(write_batches(
             Arc::clone(&receiver),
             store.clone(),
             Arc::clone(&health),
+            Arc::clone(&counters),
             max_batch,
         ));
     }
-    (Writer { queue, health }, tasks)
+    let writer = Writer {
+        queue,
+        health,
+        counters,
+    };
+    (writer, tasks)
 }
 
 impl Writer {
+    /// How the writes were grouped so far.
+    pub fn stats(&self) -> BatchStats {
+        BatchStats {
+            batches: self.counters.batches.load(Ordering::Relaxed),
+            entries: self.counters.entries.load(Ordering::Relaxed),
+            largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
+        }
+    }
+
     /// Stores `entry`; returns once its batch is stored (or failed).
     pub async fn write(&self, entry: &ValidEntry) -> Result<(), StoreError> {
         // While the store is known to be gone, fail at once instead of
@@ -89,6 +134,7 @@ async fn write_batches(
     receiver: Arc<Mutex<mpsc::Receiver<Job>>>,
     store: store::Store,
     health: Arc<Health>,
+    counters: Arc<Counters>,
     max_batch: usize,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
@@ -110,6 +156,7 @@ async fn write_batches(
             None => {
                 let documents: Vec<&Document> = jobs.iter().map(|job| &job.document).collect();
                 let outcomes = store.insert_batch(&documents).await;
+                counters.record(documents.len());
                 if let Some(Err(StoreError::Unavailable(reason))) = outcomes.first() {
                     health.mark_down(reason);
                 }
