@@ -322,3 +322,24 @@ async fn unknown_paths_and_methods_are_json_errors() {
     assert_eq!(response.status(), 404);
     service.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_is_required_not_attempted() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    // MailHog offers no STARTTLS: with encryption = "starttls" the mailer must
+    // refuse to talk to it in plain text rather than fall back.
+    let hog = shared_hog();
+    let settings = common::settings(hog.smtp_port(), |settings| {
+        settings.smtp.encryption = switchboard_mail::settings::Encryption::Starttls;
+    });
+    let mailer = switchboard_mail::smtp::Mailer::new(&settings.smtp, None).expect("mailer");
+    let err = mailer
+        .test_connection()
+        .await
+        .expect_err("no plain-text fallback");
+    let text = err.to_string();
+    assert!(text.contains(&format!("127.0.0.1:{}", hog.smtp_port())), "{text}");
+    assert!(text.to_lowercase().contains("starttls"), "{text}");
+}
