@@ -505,3 +505,29 @@ async fn batches_form_under_concurrent_load() {
         "{stats:?}"
     );
 }
+
+#[tokio::test]
+async fn indexes_are_created_and_retention_fits_the_server() {
+    if servers_disabled() {
+        return;
+    }
+    let mongo = MongoDb::shared().expect("server");
+    let mut settings = settings(&mongo.url());
+    settings.mongodb.retention_days = 30;
+    let logger = Logger::start(settings).await;
+    let (status, _) = logger.post_log(json!({"name": "kept", "data": "d"})).await;
+    assert_eq!(status, 202);
+    let names = logger
+        .collection()
+        .await
+        .list_index_names()
+        .await
+        .expect("list indexes");
+    assert!(names.iter().any(|n| n == "created_at_desc"), "{names:?}");
+    assert!(names.iter().any(|n| n == "name_created_at"), "{names:?}");
+    // FerretDB v1 has no TTL indexes: retention is skipped (with a warning)
+    // instead of failing the start; MongoDB gets the TTL index.
+    let has_ttl = names.iter().any(|n| n == "created_at_ttl");
+    assert_eq!(has_ttl, mongo.kind() == "mongod", "{names:?}");
+    logger.stop().await.expect("clean shutdown");
+}
