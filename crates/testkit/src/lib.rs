@@ -33,6 +33,27 @@
 //! Server output goes to log files in the server's folder; start-up errors quote
 //! the tail of that log.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use switchboard_testkit::{MailHog, Postgres, RabbitMq, servers_disabled};
+//!
+//! # fn main() -> switchboard_testkit::Result<()> {
+//! if servers_disabled() {
+//!     return Ok(());
+//! }
+//! // One server per test process, one database (vhost) per test.
+//! let database_url = Postgres::shared()?.create_database()?;
+//! let amqp_url = RabbitMq::shared()?.create_vhost()?;
+//! // A server of the test's own, for outage tests.
+//! let mut mailhog = MailHog::start()?;
+//! mailhog.stop();
+//! mailhog.start_again()?;
+//! # let _ = (database_url, amqp_url);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Skipping
 //!
 //! Sandboxed builds (the Nix `checkPhase`) cannot start servers: they set

@@ -225,6 +225,35 @@ mod postgres {
     }
 }
 
+mod startup_failures {
+    use super::*;
+
+    /// A server that dies during start-up is reported with the end of its log.
+    #[test]
+    fn an_exiting_server_is_reported_with_its_log_tail() {
+        if servers_disabled() {
+            return;
+        }
+        let base = tempfile::tempdir_in("/tmp").expect("temp dir");
+        let dir = base.path().join("postgres");
+        std::fs::create_dir_all(dir.join("data")).expect("mkdir");
+        // A broken cluster: initdb is skipped (PG_VERSION present), and the
+        // postmaster exits at once, saying why in its log.
+        std::fs::write(dir.join("data").join("PG_VERSION"), "7\n").expect("write");
+        let error = Postgres::builder()
+            .dir(&dir)
+            .start()
+            .expect_err("start fails");
+        let message = error.to_string();
+        assert!(matches!(error, Error::Exited { .. }), "{message}");
+        assert!(message.contains("postgres.log"), "{message}");
+        assert!(
+            message.contains("could not access the server configuration file"),
+            "the log's last lines are quoted: {message}"
+        );
+    }
+}
+
 mod rabbitmq {
     use super::*;
     use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -416,34 +445,68 @@ mod rabbitmq {
             .expect("joined");
     }
 
-    #[test]
-    fn management_plugin_serves_its_api_on_loopback() {
-        if servers_disabled() {
-            return;
-        }
-        let node = RabbitMq::builder()
-            .with_management()
-            .start()
-            .expect("node with management starts");
-        let port = node.management_port().expect("management enabled");
-        assert_eq!(
-            node.management_url(),
-            Some(format!("http://127.0.0.1:{port}"))
-        );
+    fn management_get(port: u16, path: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         // guest:guest in base64.
-        stream
-            .write_all(
-                b"GET /api/overview HTTP/1.0\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n",
-            )
-            .expect("request");
+        let request =
+            format!("GET {path} HTTP/1.0\r\nAuthorization: Basic Z3Vlc3Q6Z3Vlc3Q=\r\n\r\n");
+        stream.write_all(request.as_bytes()).expect("request");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("response");
         assert!(
             response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
             "{response:.300}"
         );
-        assert!(response.contains(node.node_name()), "{response:.500}");
+        response
+    }
+
+    /// The dev stack's node: a persistent folder, fixed ports, the management
+    /// plugin; its vhosts survive the handle, and it is stopped gracefully.
+    #[test]
+    fn persistent_node_with_management_keeps_its_data_across_handles() {
+        if servers_disabled() {
+            return;
+        }
+        let base = tempfile::tempdir_in("/tmp").expect("temp dir");
+        let dir = base.path().join("rabbitmq");
+        let (amqp, management) = (free_port(), free_port());
+        let start = || {
+            RabbitMq::builder()
+                .dir(&dir)
+                .amqp_port(amqp)
+                .management_port(management)
+                .start()
+        };
+
+        let node = start().expect("node with management starts");
+        assert_eq!(node.node_name(), "switchboard@localhost");
+        assert_eq!(
+            (node.amqp_port(), node.management_port()),
+            (amqp, Some(management))
+        );
+        assert_eq!(
+            node.management_url(),
+            Some(format!("http://127.0.0.1:{management}"))
+        );
+        assert!(management_get(management, "/api/overview").contains(node.node_name()));
+        let vhost_url = node.create_vhost().expect("vhost");
+        let vhost = vhost_url.rsplit('/').next().expect("vhost").to_owned();
+        drop(node);
+        assert!(port_closed(amqp) && port_closed(management));
+        assert!(
+            dir.join("mnesia").is_dir(),
+            "a persistent node's data survives its handle"
+        );
+
+        let again = start().expect("node starts on its old data");
+        assert!(
+            again
+                .rabbitmqctl(&["list_vhosts"])
+                .expect("list")
+                .lines()
+                .any(|l| l.trim() == vhost)
+        );
+        assert!(management_get(management, "/api/vhosts").contains(&vhost));
     }
 }
 
