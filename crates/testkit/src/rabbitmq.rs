@@ -287,11 +287,24 @@ impl RabbitMq {
 
     /// Creates a fresh vhost with a unique name on which `guest` may do
     /// everything, and returns its AMQP URL, so tests sharing a node cannot see
-    /// each other's exchanges and queues. Costs two `rabbitmqctl` calls.
+    /// each other's exchanges and queues. Costs one `rabbitmqctl` call.
     pub fn create_vhost(&self) -> Result<String> {
         let vhost = unique_name("vh");
-        self.rabbitmqctl(&["add_vhost", &vhost])?;
-        self.rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"])?;
+        // One CLI call instead of add_vhost + set_permissions: each call boots
+        // an Erlang VM (~0.3 s), and importing definitions does both at once.
+        let definitions = serde_json::json!({
+            "vhosts": [{ "name": vhost }],
+            "permissions": [{
+                "user": "guest", "vhost": vhost,
+                "configure": ".*", "write": ".*", "read": ".*"
+            }]
+        });
+        let file = self.workdir.path().join(format!("{vhost}.json"));
+        std::fs::write(&file, definitions.to_string())
+            .map_err(|e| Error::io(format!("writing {}", file.display()), e))?;
+        let imported = self.rabbitmqctl(&["import_definitions", &file.to_string_lossy()]);
+        let _ = std::fs::remove_file(&file);
+        imported?;
         Ok(self.amqp_url_for(&vhost))
     }
 
