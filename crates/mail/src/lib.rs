@@ -20,11 +20,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::post;
 use lettre::message::Mailbox;
-use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply};
+use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply, request_id};
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::net::TcpListener;
 
@@ -181,11 +181,12 @@ async fn wait_for_smtp(mailer: &Mailer, shutdown: &Shutdown) -> bool {
 /// `POST /send`.
 async fn send(
     State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
     ApiJson(request): ApiJson<SendRequest>,
 ) -> Result<Response, ApiError> {
     let outgoing = Outgoing::parse(&request, &state.default_sender, state.max_message_bytes)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
-    let email = message::build(&outgoing).map_err(|err| {
+    let email = message::build(&outgoing, request_id(&headers)).map_err(|err| {
         tracing::error!(error = %err, "cannot build an e-mail from a valid request");
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,

@@ -9,6 +9,7 @@
 
 use askama::Template;
 use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use serde::Deserialize;
 
@@ -260,19 +261,35 @@ pub fn render(subject: &Subject, body: &Body) -> Result<Rendered, BuildError> {
     Ok(Rendered { plain, html })
 }
 
+/// The header that ties a message to the request that sent it (and so to the
+/// broker's and this service's log lines with the same `REQUEST_ID`).
+const REQUEST_ID_HEADER: HeaderName = HeaderName::new_from_ascii_str("X-Request-Id");
+
 /// The complete e-mail: headers plus `multipart/alternative` (plain, then HTML,
-/// because clients show the last alternative they understand).
-pub fn build(outgoing: &Outgoing) -> Result<Message, BuildError> {
+/// because clients show the last alternative they understand). A request id
+/// made of safe characters (at most 128 of `A-Z a-z 0-9 - _ . :`) is added as
+/// `X-Request-Id`; anything else is left out rather than put in a header.
+pub fn build(outgoing: &Outgoing, request_id: Option<&str>) -> Result<Message, BuildError> {
     let rendered = render(&outgoing.subject, &outgoing.body)?;
-    Ok(Message::builder()
+    let mut builder = Message::builder()
         .from(outgoing.from.mailbox().clone())
         .to(outgoing.to.mailbox().clone())
         .subject(outgoing.subject.as_str())
-        .message_id(None)
-        .multipart(MultiPart::alternative_plain_html(
-            rendered.plain,
-            rendered.html,
-        ))?)
+        .message_id(None);
+    if let Some(id) = request_id.filter(|id| is_safe_request_id(id)) {
+        builder = builder.raw_header(HeaderValue::new(REQUEST_ID_HEADER, id.to_owned()));
+    }
+    Ok(builder.multipart(MultiPart::alternative_plain_html(
+        rendered.plain,
+        rendered.html,
+    ))?)
+}
+
+fn is_safe_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
 }
 
 #[cfg(test)]
@@ -416,11 +433,18 @@ mod tests {
         )
         .expect("valid");
         let formatted =
-            String::from_utf8(build(&outgoing).expect("build").formatted()).expect("utf-8");
+            String::from_utf8(build(&outgoing, Some("req-1")).expect("build").formatted())
+                .expect("utf-8");
         assert!(formatted.contains("From: me@example.com"), "{formatted}");
         assert!(formatted.contains("To: you@there.com"), "{formatted}");
         assert!(formatted.contains("Subject: Test email"), "{formatted}");
         assert!(formatted.contains("Message-ID: <"), "{formatted}");
+        assert!(formatted.contains("X-Request-Id: req-1\r\n"), "{formatted}");
+        let unsafe_id = build(&outgoing, Some("a\r\nBcc: x@y.example"))
+            .expect("build")
+            .formatted();
+        let unsafe_id = String::from_utf8(unsafe_id).expect("utf-8");
+        assert!(!unsafe_id.contains("X-Request-Id"), "{unsafe_id}");
         assert!(
             formatted.contains("Content-Type: multipart/alternative"),
             "{formatted}"

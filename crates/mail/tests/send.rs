@@ -21,12 +21,16 @@ async fn a_sent_message_arrives_as_multipart_alternative_with_escaped_html() {
     let to = recipient("rcpt");
     let message = "<b>&\"x\"\nsecond line\n\nnew paragraph";
 
-    let (status, envelope) = send(
-        &service.base,
-        &mail(Some("Me <me@example.com>"), &to, "Test email", message),
-    )
-    .await;
-    assert_eq!(status, 202, "{envelope:?}");
+    let response = common::client()
+        .post(format!("{}/send", service.base))
+        .header("x-request-id", "req-4711")
+        .body(mail(Some("Me <me@example.com>"), &to, "Test email", message).to_string())
+        .send()
+        .await
+        .expect("POST /send");
+    assert_eq!(response.status(), 202);
+    assert_eq!(response.headers()["x-request-id"], "req-4711");
+    let envelope: switchboard_runtime::http::Envelope = response.json().await.expect("envelope");
     assert!(!envelope.error);
     assert_eq!(envelope.message, format!("sent to {to}"));
 
@@ -36,6 +40,7 @@ async fn a_sent_message_arrives_as_multipart_alternative_with_escaped_html() {
     assert_eq!(header(item, "From"), "Me <me@example.com>");
     assert_eq!(header(item, "To"), to);
     assert_eq!(header(item, "Subject"), "Test email");
+    assert_eq!(header(item, "X-Request-Id"), "req-4711");
     assert!(
         header(item, "Content-Type").starts_with("multipart/alternative"),
         "{}",
@@ -202,8 +207,10 @@ async fn bad_input_gets_a_400_that_says_what_is_wrong() {
             envelope.message
         );
     }
-    // A body far beyond any message is cut off by the HTTP limit, still a 400.
-    let huge = mail(None, &to, "s", &"x".repeat(4 * 1024 * 1024));
+    // A body beyond the HTTP limit (2 × 1024 + 64 KiB) is cut off there, still a 400.
+    // (Just over the limit: a far larger body can make the client see a broken
+    // pipe before it reads the early 400.)
+    let huge = mail(None, &to, "s", &"x".repeat(100_000));
     let (status, envelope) = send(&service.base, &huge).await;
     assert_eq!(status, 400, "{envelope:?}");
     assert!(envelope.message.contains("limit"), "{}", envelope.message);
@@ -340,6 +347,68 @@ async fn starttls_is_required_not_attempted() {
         .await
         .expect_err("no plain-text fallback");
     let text = err.to_string();
-    assert!(text.contains(&format!("127.0.0.1:{}", hog.smtp_port())), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{}", hog.smtp_port())),
+        "{text}"
+    );
     assert!(text.to_lowercase().contains("starttls"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_serves_only_once_the_smtp_server_answers() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    let mut hog = MailHog::start().expect("MailHog starts");
+    tokio::task::block_in_place(|| hog.stop());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let shutdown = switchboard_runtime::Shutdown::new();
+    let task = tokio::spawn(switchboard_mail::run(
+        common::settings(hog.smtp_port(), |_| {}),
+        switchboard_mail::MailListeners { http: listener },
+        shutdown.clone(),
+    ));
+    // Connections wait in the backlog while the relay is down.
+    let early = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(700))
+        .build()
+        .expect("client")
+        .get(format!("{base}/healthz"))
+        .send()
+        .await;
+    assert!(early.is_err(), "served before the SMTP server answered");
+    assert!(!task.is_finished());
+
+    tokio::task::block_in_place(|| hog.start_again()).expect("MailHog starts again");
+    let to = recipient("late_relay");
+    let (status, envelope) = send(&base, &mail(None, &to, "late", "m")).await;
+    assert_eq!(status, 202, "{envelope:?}");
+    assert_eq!(received(&hog, &to, 1).len(), 1);
+    shutdown.trigger();
+    let result = task.await.expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_while_waiting_for_the_relay_ends_cleanly() {
+    let port = switchboard_testkit::free_port();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let shutdown = switchboard_runtime::Shutdown::new();
+    let task = tokio::spawn(switchboard_mail::run(
+        common::settings(port, |_| {}),
+        switchboard_mail::MailListeners { http: listener },
+        shutdown.clone(),
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    shutdown.trigger();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(5), task)
+        .await
+        .expect("ends within 5 s")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
 }
