@@ -20,8 +20,8 @@ use utoipa_axum::routes;
 use crate::clients::Downstreams;
 use crate::layers::RateLimit;
 use crate::payload::{
-    AuthReply, DownstreamStatus, DownstreamsReply, LogGrpcBodySchema, LogPayload, LogVia, Reply,
-    RequestPayload,
+    DownstreamStatus, DownstreamsReply, HandleReplySchema, LogGrpcBodySchema, LogPayload, LogVia,
+    Reply, RequestPayload,
 };
 
 /// What every handler shares.
@@ -108,7 +108,7 @@ async fn ping() -> Response {
     request_body(content = RequestPayload, description = "The action and its object",
         example = json!({"action": "log", "log": {"name": "event", "data": "some data", "via": "grpc"}})),
     responses(
-        (status = 202, description = "Done: `auth` answers `Authenticated!` with the user; `log` answers `logged`; `mail` answers `Message sent to <to>`", body = AuthReply),
+        (status = 202, description = "Done: `auth` answers `Authenticated!` with the user; `log` answers `logged`; `mail` answers `Message sent to <to>`", body = HandleReplySchema),
         (status = 400, description = "Malformed JSON, unknown action, missing sub-object, or the downstream's validation message", body = Reply),
         (status = 401, description = "`invalid credentials`", body = Reply),
         (status = 429, description = "Rate limit of this client IP exceeded", body = Reply),

@@ -98,9 +98,9 @@ impl std::fmt::Display for LogVia {
 /// The body of `POST /log-grpc`: the original front-end sends the whole
 /// `/handle` body (`{"action":"log","log":{...}}`); a bare `{"name","data"}`
 /// is accepted too.
-#[derive(Debug, Clone, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
 #[schema(as = LogGrpcBody)]
-#[allow(dead_code)]
 pub enum LogGrpcBodySchema {
     Wrapped(RequestPayload),
     Bare(LogPayload),
@@ -121,6 +121,16 @@ pub struct AuthReply {
     #[schema(example = "Authenticated!")]
     pub message: String,
     pub data: User,
+}
+
+/// What `POST /handle` answers with 202: the user for `auth`, just the
+/// envelope for `log` and `mail`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+#[schema(as = HandleReply)]
+pub enum HandleReplySchema {
+    Auth(AuthReply),
+    Done(Reply),
 }
 
 /// The authenticated user, as the auth service returns it (never the hash).

@@ -105,6 +105,7 @@ impl AmqpPublisher {
     /// Keeps a connection open until `shutdown`, reconnecting with backoff.
     pub async fn supervise(self: Arc<Self>, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(100);
+        let mut failures: u32 = 0;
         let stop = shutdown.requested();
         tokio::pin!(stop);
         loop {
@@ -120,9 +121,17 @@ impl AmqpPublisher {
                         tracing::info!(url = %self.address(), exchange = %self.exchange, "connected to RabbitMQ");
                         self.set(Some(link));
                         backoff = Duration::from_millis(100);
+                        failures = 0;
                     }
                     Err(err) => {
-                        tracing::warn!(url = %self.address(), error = %err, retry_in = ?backoff, "cannot connect to RabbitMQ");
+                        failures += 1;
+                        // The first failure and then about one a minute: an
+                        // outage should not drown the journal.
+                        if failures == 1 || failures.is_multiple_of(12) {
+                            tracing::warn!(url = %self.address(), error = %err, failures, retry_in = ?backoff, "cannot connect to RabbitMQ");
+                        } else {
+                            tracing::debug!(url = %self.address(), error = %err, failures, "cannot connect to RabbitMQ");
+                        }
                         tokio::select! {
                             () = &mut stop => break,
                             () = tokio::time::sleep(backoff) => {}
@@ -152,8 +161,25 @@ impl AmqpPublisher {
     }
 
     async fn connect(&self) -> Result<Link, String> {
+        // lapin retries the TCP connect in a background thread with the
+        // recovery backoff, and keeps doing so after our attempt timed out.
+        // Only hand over once RabbitMQ accepts connections; until then the
+        // supervisor's own backoff retries.
+        let authority = amqp_authority(&self.url)
+            .ok_or_else(|| format!("cannot read host and port from {}", self.address()))?;
+        super::probe_tcp(&authority, self.timeout).await?;
         let properties = ConnectionProperties::default()
             .with_connection_name("switchboard-broker".into())
+            // lapin's default recovery backoff doubles up to a minute; a
+            // restarted RabbitMQ should be used within seconds. After the last
+            // attempt the supervisor opens a new connection.
+            .configure_backoff(|backoff| {
+                backoff
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(MAX_BACKOFF)
+                    .with_max_times(30)
+                    .with_jitter()
+            })
             .enable_auto_recover();
         let open = async {
             let connection = Connection::connect(&self.url, properties)
@@ -330,9 +356,46 @@ impl AmqpPublisher {
     }
 }
 
+/// `host:port` of an `amqp://user:pass@host:port/vhost` URI (5672 by default,
+/// 5671 for `amqps`).
+fn amqp_authority(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host_port = rest.split(['/', '?']).next()?;
+    if host_port.is_empty() {
+        return None;
+    }
+    let has_port = host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_ok());
+    if has_port {
+        Some(host_port.to_owned())
+    } else {
+        let port = if scheme == "amqps" { 5671 } else { 5672 };
+        Some(format!("{host_port}:{port}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_comes_from_the_uri() {
+        assert_eq!(
+            amqp_authority("amqp://guest:guest@127.0.0.1:5673/%2f").as_deref(),
+            Some("127.0.0.1:5673")
+        );
+        assert_eq!(
+            amqp_authority("amqp://rabbit/vh").as_deref(),
+            Some("rabbit:5672")
+        );
+        assert_eq!(
+            amqp_authority("amqps://u:p@[::1]/x").as_deref(),
+            Some("[::1]:5671")
+        );
+        assert_eq!(amqp_authority("amqp://"), None);
+    }
 
     #[test]
     fn address_hides_credentials() {

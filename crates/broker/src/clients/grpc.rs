@@ -67,17 +67,27 @@ impl GrpcLogger {
     }
 
     fn map_status(&self, status: &tonic::Status) -> DownstreamError {
+        let timeout_expired = tonic::TimeoutExpired(()).to_string();
         match status.code() {
             Code::InvalidArgument => DownstreamError::Rejected {
                 downstream: DOWNSTREAM,
                 message: status.message().to_owned(),
             },
             Code::DeadlineExceeded => DownstreamError::timed_out(DOWNSTREAM, self.timeout),
+            // tonic enforces the request's `grpc-timeout` on the client side
+            // too, and reports it as CANCELLED "Timeout expired".
+            Code::Cancelled if status.message() == timeout_expired => {
+                DownstreamError::timed_out(DOWNSTREAM, self.timeout)
+            }
             // A transport failure carries its cause as the source; the
             // logger's own UNAVAILABLE (its store is down) does not.
-            Code::Unavailable | Code::Unknown if std::error::Error::source(status).is_some() => {
-                DownstreamError::unreachable(DOWNSTREAM, error_chain(status))
-            }
+            Code::Unavailable | Code::Unknown => match std::error::Error::source(status) {
+                Some(cause) => DownstreamError::unreachable(DOWNSTREAM, error_chain(cause)),
+                None => DownstreamError::failed(
+                    DOWNSTREAM,
+                    format!("answered {:?}: {}", status.code(), status.message()),
+                ),
+            },
             code => DownstreamError::failed(
                 DOWNSTREAM,
                 format!("answered {code:?}: {}", status.message()),

@@ -1,0 +1,778 @@
+//! The broker against the real services (logger, auth, mail, listener run
+//! in-process) and real servers (FerretDB/MongoDB, PostgreSQL, RabbitMQ,
+//! MailHog): every action lands where it should, failures map to the
+//! documented statuses, request ids travel on, and connections are reused.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchboard_broker::payload::LogVia;
+use switchboard_testkit::{MailHog, servers_disabled, unique_name};
+
+use common::proxy::Mode;
+use common::{Options, Stack, capture, log_action};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_transport_lands_a_document() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options {
+        listener: true,
+        default_via: LogVia::Http,
+        ..Options::default()
+    })
+    .await;
+    stack.wait_for_rabbitmq().await;
+
+    let mut sent = Vec::new();
+    for via in ["rpc", "grpc", "http", "amqp"] {
+        let name = unique_name(&format!("via_{via}"));
+        let data = format!("sent via {via}");
+        let (status, body) =
+            post_until_queue_exists(&stack, log_action(&name, &data, Some(via))).await;
+        assert_eq!(status, 202, "via {via}: {body}");
+        assert_eq!(
+            body,
+            json!({"error": false, "message": "logged"}),
+            "via {via}"
+        );
+        sent.push((name, data));
+    }
+    // No `via`: the configured default (http here).
+    let name = unique_name("via_default");
+    let (status, body) = stack.handle(log_action(&name, "default", None)).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (202, &json!("logged")),
+        "{body}"
+    );
+    sent.push((name, "default".to_owned()));
+    // `/log-grpc` with the original front-end's body and with a bare entry.
+    let wrapped = unique_name("log_grpc_wrapped");
+    let (status, body) = stack
+        .post("/log-grpc", log_action(&wrapped, "wrapped", None), None)
+        .await;
+    assert_eq!(
+        (status, body),
+        (202, json!({"error": false, "message": "logged"}))
+    );
+    sent.push((wrapped, "wrapped".to_owned()));
+    let bare = unique_name("log_grpc_bare");
+    let (status, _) = stack
+        .post("/log-grpc", json!({"name": bare, "data": "bare"}), None)
+        .await;
+    assert_eq!(status, 202);
+    sent.push((bare, "bare".to_owned()));
+
+    for (name, data) in sent {
+        let entries = stack.wait_for_log(&name).await;
+        assert_eq!(entries.len(), 1, "{name} stored once: {entries:?}");
+        assert_eq!(entries[0]["data"], json!(data), "{name}");
+    }
+    stack.stop().await;
+}
+
+/// The listener declares its queue when it connects; until then a mandatory
+/// publish comes back unroutable (502). Only that case is retried.
+async fn post_until_queue_exists(stack: &Stack, body: Value) -> (u16, Value) {
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    loop {
+        let (status, reply) = stack.handle(body.clone()).await;
+        let unroutable = status == 502
+            && reply["message"]
+                .as_str()
+                .is_some_and(|message| message.contains("no queue is bound"));
+        if !unroutable || tokio::time::Instant::now() > deadline {
+            return (status, reply);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_answers_the_user_or_401() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    let email = format!("{}@example.com", unique_name("ada"));
+    stack.seed_user(&email, "correct horse battery").await;
+
+    let (status, body) = stack
+        .handle(json!({"action": "auth", "auth": {"email": email, "password": "correct horse battery"}}))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["error"], json!(false));
+    assert_eq!(body["message"], json!("Authenticated!"));
+    assert_eq!(body["data"]["email"], json!(email));
+    assert_eq!(body["data"]["first_name"], json!("Ada"));
+    assert!(body["data"].get("password").is_none(), "{body}");
+
+    for (email, password) in [
+        (email.as_str(), "wrong password"),
+        ("nobody@example.com", "correct horse battery"),
+    ] {
+        let (status, body) = stack
+            .handle(json!({"action": "auth", "auth": {"email": email, "password": password}}))
+            .await;
+        assert_eq!(
+            (status, body),
+            (
+                401,
+                json!({"error": true, "message": "invalid credentials"})
+            )
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_lands_in_mailhog() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    let to = format!("{}@example.com", unique_name("mailto"));
+    let subject = unique_name("subject");
+    let (status, body) = stack
+        .handle(json!({"action": "mail", "mail": {
+            "from": "me@example.com", "to": to, "subject": subject, "message": "Hello from the broker"
+        }}))
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            202,
+            json!({"error": false, "message": format!("Message sent to {to}")})
+        )
+    );
+    let mailhog = MailHog::shared().expect("MailHog");
+    let to_for_wait = to.clone();
+    let messages = tokio::task::spawn_blocking(move || {
+        mailhog.wait_for_messages_to(&to_for_wait, 1, common::PATIENCE)
+    })
+    .await
+    .expect("join")
+    .expect("the mail reaches MailHog");
+    let text = serde_json::to_string(&messages).expect("JSON");
+    assert!(text.contains(&subject), "{text}");
+    assert!(text.contains("Hello from the broker"), "{text}");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_400_with_a_reason() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"action": "dance"}), "unknown action"),
+        (json!({}), "unknown action"),
+        (
+            json!({"action": "log"}),
+            "action \"log\" needs an \"log\" object",
+        ),
+        (json!({"action": "auth"}), "needs an \"auth\" object"),
+        (json!({"action": "mail"}), "needs an \"mail\" object"),
+        (
+            json!({"action": "log", "log": {"name": "x"}}),
+            "missing field `data`",
+        ),
+        (
+            json!({"action": "log", "log": {"name": "x", "data": "y", "via": "pigeon"}}),
+            "unknown variant `pigeon`",
+        ),
+        (log_action(" ", "y", None), "log.name must not be empty"),
+        // The downstreams' own validation passes through with their message.
+        (
+            log_action(&"n".repeat(300), "y", Some("rpc")),
+            "name is 300 bytes long",
+        ),
+        (
+            log_action(&"n".repeat(300), "y", Some("grpc")),
+            "name is 300 bytes long",
+        ),
+        (
+            log_action(&"n".repeat(300), "y", Some("http")),
+            "name is 300 bytes long",
+        ),
+        (
+            json!({"action": "mail", "mail": {"to": "not an address", "subject": "s", "message": "m"}}),
+            "`to` is not a valid mailbox",
+        ),
+    ];
+    for (body, expected) in cases {
+        let (status, reply) = stack.handle(body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {reply}");
+        assert_eq!(reply["error"], json!(true), "{reply}");
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{body}: {message:?} lacks {expected:?}"
+        );
+    }
+    // Malformed JSON, and a body that is not JSON at all.
+    for raw in ["{\"action\": \"log\",", "action=log"] {
+        let response = common::client()
+            .post(format!("{}/handle", stack.broker))
+            .body(raw)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 400, "{raw}");
+        let reply: Value = response.json().await.expect("JSON");
+        assert!(
+            reply["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("invalid JSON"),
+            "{reply}"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_id_reaches_the_logger_on_every_transport() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    stack.wait_for_rabbitmq().await;
+    let tap = Tap::open(&stack.amqp_url).await;
+    for (via, span, path) in [
+        ("rpc", "rpc", None),
+        ("grpc", "grpc", None),
+        ("http", "request", Some("/log")),
+    ] {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let name = unique_name("traced");
+        let (status, body) = stack
+            .post(
+                "/handle",
+                log_action(&name, "d", Some(via)),
+                Some(&request_id),
+            )
+            .await;
+        assert_eq!(status, 202, "{via}: {body}");
+        let spans = capture::spans_with(&request_id);
+        assert!(
+            spans
+                .iter()
+                .any(|record| record.name == span
+                    && (path.is_none() || record.path.as_deref() == path)),
+            "via {via}: the logger's {span} span did not carry {request_id}: {spans:?}"
+        );
+    }
+    // AMQP: the header on the message (and the other properties promised).
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let name = unique_name("traced_amqp");
+    let (status, body) = stack
+        .post(
+            "/handle",
+            log_action(&name, "via rabbit", Some("amqp")),
+            Some(&request_id),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let delivery = tap.next().await;
+    assert_eq!(delivery.routing_key.as_str(), "log.INFO");
+    assert_eq!(
+        serde_json::from_slice::<Value>(&delivery.data).expect("JSON body"),
+        json!({"name": name, "data": "via rabbit"})
+    );
+    let properties = &delivery.properties;
+    assert_eq!(properties.delivery_mode(), &Some(2), "persistent");
+    assert_eq!(
+        properties.content_type().as_ref().map(|t| t.as_str()),
+        Some("application/json")
+    );
+    let message_id = properties
+        .message_id()
+        .as_ref()
+        .map(|id| id.to_string())
+        .expect("message id");
+    assert!(uuid::Uuid::parse_str(&message_id).is_ok(), "{message_id}");
+    let header = properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get("x-request-id").cloned());
+    assert_eq!(
+        header,
+        Some(lapin::types::AMQPValue::LongString(
+            request_id.as_str().into()
+        ))
+    );
+    stack.stop().await;
+}
+
+/// An exclusive queue bound to `logs_topic` with `log.#`.
+struct Tap {
+    _connection: lapin::Connection,
+    consumer: lapin::Consumer,
+}
+
+impl Tap {
+    async fn open(amqp_url: &str) -> Tap {
+        use lapin::options::*;
+        use lapin::types::FieldTable;
+        let connection =
+            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
+                .await
+                .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                "logs_topic".into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                "logs_topic".into(),
+                "log.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "tap".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Tap {
+            _connection: connection,
+            consumer,
+        }
+    }
+
+    async fn next(&self) -> lapin::message::Delivery {
+        use futures::StreamExt;
+        let mut consumer = self.consumer.clone();
+        tokio::time::timeout(common::PATIENCE, consumer.next())
+            .await
+            .expect("a message within the patience")
+            .expect("consumer open")
+            .expect("delivery")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_downstream_however_many_requests() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    const SEQUENTIAL: usize = 25;
+    for via in ["rpc", "grpc", "http"] {
+        for i in 0..SEQUENTIAL {
+            let (status, body) = stack
+                .handle(log_action(&unique_name("conn"), &i.to_string(), Some(via)))
+                .await;
+            assert_eq!(status, 202, "{via} #{i}: {body}");
+        }
+    }
+    for i in 0..SEQUENTIAL {
+        let (status, _) = stack
+            .handle(
+                json!({"action": "auth", "auth": {"email": "nobody@example.com", "password": "x"}}),
+            )
+            .await;
+        assert_eq!(status, 401, "auth #{i}");
+    }
+    assert_eq!(stack.logger_rpc.accepted(), 1, "RPC connections");
+    assert_eq!(stack.logger_grpc.accepted(), 1, "gRPC connections");
+    assert_eq!(
+        stack.logger_http_proxy.accepted(),
+        1,
+        "logger HTTP connections"
+    );
+    assert_eq!(stack.auth.accepted(), 1, "auth HTTP connections");
+
+    // A concurrent burst: RPC and gRPC multiplex over their one connection;
+    // the HTTP pool opens at most one connection per request in flight.
+    const CONCURRENT: usize = 16;
+    for via in ["rpc", "grpc", "http"] {
+        let burst = (0..CONCURRENT).map(|i| {
+            let body = log_action(&unique_name("burst"), &i.to_string(), Some(via));
+            let broker = stack.broker.clone();
+            async move { common::post(&broker, "/handle", body, None).await }
+        });
+        for (status, body) in futures::future::join_all(burst).await {
+            assert_eq!(status, 202, "{via}: {body}");
+        }
+    }
+    assert_eq!(
+        stack.logger_rpc.accepted(),
+        1,
+        "RPC connections after the burst"
+    );
+    assert_eq!(
+        stack.logger_grpc.accepted(),
+        1,
+        "gRPC connections after the burst"
+    );
+    let http_connections = stack.logger_http_proxy.accepted();
+    assert!(
+        (1..=CONCURRENT).contains(&http_connections),
+        "logger HTTP connections after the burst: {http_connections}"
+    );
+    eprintln!(
+        "connections after {} sequential and {CONCURRENT} concurrent requests each: rpc 1, grpc 1, http {http_connections}",
+        SEQUENTIAL
+    );
+    stack.stop().await;
+}
+
+/// Every downstream of `stack`, with a request that exercises it.
+fn each_downstream(stack: &Stack) -> Vec<(&'static str, &common::proxy::Proxy, Value)> {
+    vec![
+        (
+            "logger (rpc)",
+            &stack.logger_rpc,
+            log_action("outage", "rpc", Some("rpc")),
+        ),
+        (
+            "logger (grpc)",
+            &stack.logger_grpc,
+            log_action("outage", "grpc", Some("grpc")),
+        ),
+        (
+            "logger (http)",
+            &stack.logger_http_proxy,
+            log_action("outage", "http", Some("http")),
+        ),
+        (
+            "auth",
+            &stack.auth,
+            json!({"action": "auth", "auth": {"email": "nobody@example.com", "password": "x"}}),
+        ),
+        (
+            "mail",
+            &stack.mail,
+            json!({"action": "mail", "mail": {"to": "outage@example.com", "subject": "s", "message": "m"}}),
+        ),
+    ]
+}
+
+/// What the downstream answers when it is up (auth: 401 for the unknown user).
+fn healthy_status(name: &str) -> u16 {
+    if name == "auth" { 401 } else { 202 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_downstream_is_502_and_comes_back() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options {
+        timeout_ms: 2_000,
+        ..Options::default()
+    })
+    .await;
+    for (name, proxy, body) in each_downstream(&stack) {
+        // Up, so that a long-lived connection exists before it breaks.
+        let (status, reply) = stack.handle(body.clone()).await;
+        assert_eq!(status, healthy_status(name), "{name} before: {reply}");
+
+        proxy.stop();
+        for attempt in 0..2 {
+            let (status, reply) = stack.handle(body.clone()).await;
+            assert_eq!(status, 502, "{name} stopped, attempt {attempt}: {reply}");
+            assert_eq!(reply["error"], json!(true));
+            let message = reply["message"].as_str().unwrap_or_default();
+            assert!(
+                message.starts_with(&format!("{name} is unreachable")),
+                "{name}: {message}"
+            );
+        }
+
+        proxy.resume(Mode::Forward).await;
+        let (status, reply) = stack.handle(body.clone()).await;
+        assert_eq!(
+            status,
+            healthy_status(name),
+            "{name} after it returned: {reply}"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_downstream_is_504_and_comes_back() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options {
+        timeout_ms: 700,
+        ..Options::default()
+    })
+    .await;
+    for (name, proxy, body) in each_downstream(&stack) {
+        let (status, reply) = stack.handle(body.clone()).await;
+        assert_eq!(status, healthy_status(name), "{name} before: {reply}");
+
+        proxy.resume(Mode::BlackHole).await;
+        let started = std::time::Instant::now();
+        let (status, reply) = stack.handle(body.clone()).await;
+        let waited = started.elapsed();
+        assert_eq!(
+            (status, reply),
+            (
+                504,
+                json!({"error": true, "message": format!("{name} did not answer within 700 ms")})
+            ),
+            "{name}"
+        );
+        assert!(
+            waited >= Duration::from_millis(650),
+            "{name} answered 504 after {waited:?}"
+        );
+
+        proxy.resume(Mode::Forward).await;
+        let (status, reply) = stack.handle(body.clone()).await;
+        assert_eq!(
+            status,
+            healthy_status(name),
+            "{name} after it returned: {reply}"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_needs_one_reachable_downstream() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    let response = common::client()
+        .get(format!("{}/readyz", stack.broker))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), 200);
+    let response = common::client()
+        .get(format!("{}/downstreams", stack.broker))
+        .send()
+        .await
+        .expect("downstreams");
+    let body: Value = response.json().await.expect("JSON");
+    let statuses = body["data"].as_array().expect("data array");
+    assert_eq!(statuses.len(), 6, "{body}");
+    for status in statuses {
+        if status["name"] != "rabbitmq (amqp)" {
+            assert_eq!(status["reachable"], json!(true), "{status}");
+        }
+    }
+    stack.stop().await;
+
+    let alone = common::LoneBroker::start(common::settings_with_nothing_behind()).await;
+    let response = common::client()
+        .get(format!("{}/readyz", alone.base))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.expect("JSON");
+    let message = body["message"].as_str().unwrap_or_default();
+    for name in [
+        "auth",
+        "mail",
+        "logger (rpc)",
+        "logger (grpc)",
+        "logger (http)",
+        "rabbitmq (amqp)",
+    ] {
+        assert!(message.contains(name), "{name} missing in {message:?}");
+    }
+    alone.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rabbitmq_outage_is_502_and_the_broker_reconnects() {
+    if servers_disabled() {
+        return;
+    }
+    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    // A node of its own: stopping the shared one would break other tests.
+    let mut rabbit = tokio::task::spawn_blocking(switchboard_testkit::RabbitMq::start)
+        .await
+        .expect("join")
+        .expect("RabbitMQ");
+    let amqp_url = rabbit.amqp_url();
+    let mut settings = common::settings_with_nothing_behind();
+    settings.events.amqp_url = amqp_url.clone();
+    settings.downstream.timeout_ms = 2_000;
+    let broker = common::LoneBroker::start(settings).await;
+
+    // A durable queue takes the messages (the listener's role).
+    let queue = unique_name("outage");
+    let declare = |url: String, queue: String| async move {
+        let connection = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .expect("connect");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                "logs_topic".into(),
+                lapin::ExchangeKind::Topic,
+                lapin::options::ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange");
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                "logs_topic".into(),
+                "log.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        (connection, channel)
+    };
+    let (connection, _) = declare(amqp_url.clone(), queue.clone()).await;
+    let _ = connection.close(200, "done".into()).await;
+    common::wait_for_rabbitmq(&broker.base).await;
+    let (status, body) = common::post(
+        &broker.base,
+        "/handle",
+        log_action("before", "1", Some("amqp")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+
+    let stopped = std::time::Instant::now();
+    let mut rabbit = tokio::task::spawn_blocking(move || {
+        rabbit.stop();
+        rabbit
+    })
+    .await
+    .expect("join");
+    let (status, body) = common::post(
+        &broker.base,
+        "/handle",
+        log_action("during", "2", Some("amqp")),
+        None,
+    )
+    .await;
+    assert!(
+        status == 502 || status == 504,
+        "RabbitMQ is down: {status} {body}"
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("rabbitmq (amqp)"),
+        "{body}"
+    );
+    let response = common::client()
+        .get(format!("{}/ping", broker.base))
+        .send()
+        .await
+        .expect("ping");
+    assert_eq!(response.status(), 200, "the broker keeps serving");
+
+    let rabbit = tokio::task::spawn_blocking(move || {
+        rabbit.start_again().expect("RabbitMQ starts again");
+        rabbit
+    })
+    .await
+    .expect("join");
+    // Back within the patience, without restarting the broker.
+    let deadline = tokio::time::Instant::now() + common::PATIENCE;
+    loop {
+        let (status, body) = common::post(
+            &broker.base,
+            "/handle",
+            log_action("after", "3", Some("amqp")),
+            None,
+        )
+        .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the broker did not reconnect to RabbitMQ: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!(
+        "RabbitMQ outage to first confirmed publish: {:?}",
+        stopped.elapsed()
+    );
+
+    // Both confirmed messages are in the durable queue; the refused one is not.
+    let (connection, channel) = declare(amqp_url, queue.clone()).await;
+    let mut names = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+    {
+        let body: Value = serde_json::from_slice(&message.delivery.data).expect("JSON");
+        names.push(body["name"].as_str().unwrap_or_default().to_owned());
+    }
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("before"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"after".to_owned()), "{names:?}");
+    assert!(!names.contains(&"during".to_owned()), "{names:?}");
+    let _ = connection.close(200, "done".into()).await;
+    broker.stop().await;
+    drop(rabbit);
+}
