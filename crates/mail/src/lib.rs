@@ -32,8 +32,6 @@ use crate::message::{Outgoing, SendRequest, ValidMailbox};
 use crate::settings::Settings;
 use crate::smtp::{Mailer, SendError, SetupError};
 
-pub use crate::settings::Settings as MailSettings;
-
 /// The sockets the service serves on, bound (or inherited) by the caller.
 #[derive(Debug)]
 pub struct MailListeners {
