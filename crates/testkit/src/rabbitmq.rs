@@ -315,12 +315,8 @@ impl RabbitMq {
                 server: SERVER.to_owned(),
             });
         }
-        let mut command = Command::new(&self.binaries.ctl);
-        command
-            .args(["-n", &self.node, "-q"])
-            .args(args)
-            .envs(self.environment())
-            .current_dir(self.workdir.path());
+        let mut command = self.command(&self.binaries.ctl);
+        command.args(["-n", &self.node, "-q"]).args(args);
         run_command(command)
     }
 
@@ -343,6 +339,23 @@ impl RabbitMq {
             return Ok(());
         }
         self.launch()
+    }
+
+    /// A command for a RabbitMQ script with only this node's settings: any
+    /// `RABBITMQ_*`/`ERL_*` variable of the caller's environment (a developer's
+    /// shell) is dropped, since it could point at another node.
+    fn command(&self, program: &Path) -> Command {
+        let mut command = Command::new(program);
+        for (key, _) in std::env::vars_os() {
+            let inherited = key.to_string_lossy();
+            if inherited.starts_with("RABBITMQ_") || inherited.starts_with("ERL_") {
+                command.env_remove(&key);
+            }
+        }
+        command
+            .envs(self.environment())
+            .current_dir(self.workdir.path());
+        command
     }
 
     fn environment(&self) -> Vec<(&'static str, OsString)> {
@@ -457,10 +470,7 @@ impl RabbitMq {
             }
         }
 
-        let mut command = Command::new(&self.binaries.server);
-        command
-            .envs(self.environment())
-            .current_dir(self.workdir.path());
+        let command = self.command(&self.binaries.server);
         let log = self.log_path();
         let mut server = match Supervised::spawn(SERVER, command, &log, removable.as_deref()) {
             Ok(server) => server,
