@@ -10,10 +10,12 @@
 //! messages that were never at fault. The breaker instead makes every
 //! delivery wait at one gate: after a failure the gate stays shut for a
 //! backoff delay, then lets a single delivery through as a probe. A failed
-//! probe doubles the delay (up to the cap); a success opens the gate for all.
-//! During an outage only the probe is retried, so delivery counts barely move,
-//! while a message that fails with the logger healthy (a poison message) is
-//! retried and reaches the delivery limit as it should.
+//! probe doubles the delay (up to the cap) and waits at the gate again,
+//! unacknowledged and **not** requeued, so an outage costs each message at
+//! most the one requeue of the moment it began, however long it lasts; a
+//! success opens the gate for all. A message that fails while others pass
+//! (a poison message) fails with the gate open, is requeued each time, and
+//! reaches the delivery limit as it should.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -10,6 +10,7 @@
 //! | the body is not an event (not JSON `{"name","data"}`, empty name, too large) | `basic.nack` without requeue: RabbitMQ dead-letters it at once |
 //! | the logger refused the entry (its limits) | same: retrying cannot help |
 //! | the logger is down, timed out, or could not store it | `basic.nack` with requeue, and the [breaker](crate::backoff) holds further deliveries back |
+//! | … and it was the breaker's probe (the logger is still down) | nothing: it waits for the next probe without spending a delivery |
 //! | a requeued message reached `amqp.delivery_limit` | the quorum queue dead-letters it on that nack |
 //!
 //! When the connection dies, the deliveries in flight die with it: RabbitMQ
@@ -30,7 +31,7 @@ use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::backoff::{Backoff, Breaker};
+use crate::backoff::{Backoff, Breaker, Pass};
 use crate::event::{self, Event};
 use crate::logger_client::{ForwardError, LoggerClient};
 use crate::settings::Amqp;
@@ -176,6 +177,9 @@ async fn consume(
         tracing::info!(pending, "waiting for deliveries in flight");
     }
     while in_flight.join_next().await.is_some() {}
+    if let Err(err) = channel.close(200, ShortString::from("shutting down")).await {
+        tracing::debug!(error = %err, "closing the channel");
+    }
     Ok(())
 }
 
@@ -204,59 +208,83 @@ async fn handle(context: Arc<Context>, delivery: Delivery, queue_kind: QueueKind
             return;
         }
     };
-    // Shutdown releases deliveries held at the gate: unacknowledged, they go
-    // back to the queue when the connection closes.
-    let ticket = tokio::select! {
-        ticket = context.breaker.pass() => ticket,
-        () = context.shutdown.requested() => return,
-    };
-    match context
-        .logger
-        .forward(&event.entry, event.request_id.as_deref())
-        .await
-    {
-        Ok(()) => {
-            ticket.succeeded();
-            context.stats.stored();
-            if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
-                // Stored but not acknowledged: it will be delivered again and
-                // de-duplicated by its id (see `event`).
-                tracing::warn!(error = %err, "stored, but the acknowledgement did not reach RabbitMQ");
+    loop {
+        // Shutdown releases deliveries held at the gate: unacknowledged, they
+        // go back to the queue when the connection closes.
+        let ticket = tokio::select! {
+            ticket = context.breaker.pass() => ticket,
+            () = context.shutdown.requested() => return,
+        };
+        let outcome = context
+            .logger
+            .forward(&event.entry, event.request_id.as_deref())
+            .await;
+        match outcome {
+            Ok(()) => {
+                ticket.succeeded();
+                context.stats.stored();
+                if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    // Stored but not acknowledged: it will be delivered again
+                    // and de-duplicated by its id (see `event`).
+                    tracing::warn!(error = %err, "stored, but the acknowledgement did not reach RabbitMQ");
+                }
+                return;
             }
-        }
-        Err(ForwardError::Refused(why)) => {
-            ticket.succeeded();
-            tracing::warn!(reason = %why, "dead-lettering a message the logger refused");
-            dead_letter(&context, &delivery).await;
-        }
-        Err(ForwardError::Unavailable(why)) => {
-            let backing_off = ticket.failed();
-            let deliveries = event::delivery_count(&delivery) + 1;
-            let limit = u64::from(context.amqp.delivery_limit);
-            if queue_kind == QueueKind::Quorum && deliveries > limit {
-                tracing::error!(
-                    reason = %why,
-                    deliveries,
-                    "not stored after amqp.delivery_limit deliveries; RabbitMQ dead-letters it now"
-                );
-                context.stats.dead_lettered();
-            } else {
-                tracing::warn!(
-                    reason = %why,
-                    deliveries,
-                    backoff = ?backing_off,
-                    "not stored; requeued for another attempt"
-                );
+            Err(ForwardError::Refused(why)) => {
+                ticket.succeeded();
+                tracing::warn!(reason = %why, "dead-lettering a message the logger refused");
+                dead_letter(&context, &delivery).await;
+                return;
+            }
+            Err(ForwardError::Unavailable(why)) if ticket.pass() == Pass::Probe => {
+                // The logger is still down: this message is not at fault, so
+                // it waits again without spending a delivery.
+                let retry_in = ticket.failed();
                 context.stats.retried();
+                tracing::warn!(reason = %why, ?retry_in, "the logger is still unavailable");
             }
-            let requeue = BasicNackOptions {
-                requeue: true,
-                ..BasicNackOptions::default()
-            };
-            if let Err(err) = delivery.acker.nack(requeue).await {
-                tracing::debug!(error = %err, "nack failed; RabbitMQ requeues it with the connection");
+            Err(ForwardError::Unavailable(why)) => {
+                let backoff = ticket.failed();
+                requeue(&context, &delivery, queue_kind, &why, backoff).await;
+                return;
             }
         }
+    }
+}
+
+/// Nack with requeue after a failure with the gate open. On a quorum queue
+/// the nack that exceeds the delivery limit dead-letters the message.
+async fn requeue(
+    context: &Context,
+    delivery: &Delivery,
+    queue_kind: QueueKind,
+    why: &str,
+    backoff: Option<Duration>,
+) {
+    let deliveries = event::delivery_count(delivery) + 1;
+    let limit = u64::from(context.amqp.delivery_limit);
+    if queue_kind == QueueKind::Quorum && deliveries > limit {
+        tracing::error!(
+            reason = %why,
+            deliveries,
+            "not stored after amqp.delivery_limit deliveries; RabbitMQ dead-letters it now"
+        );
+        context.stats.dead_lettered();
+    } else {
+        tracing::warn!(
+            reason = %why,
+            deliveries,
+            ?backoff,
+            "not stored; requeued for another attempt"
+        );
+        context.stats.retried();
+    }
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(err) = delivery.acker.nack(requeue).await {
+        tracing::debug!(error = %err, "nack failed; RabbitMQ requeues it with the connection");
     }
 }
 

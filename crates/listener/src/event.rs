@@ -89,8 +89,18 @@ impl Event {
                 max: MAX_BODY_BYTES,
             });
         }
-        let Body { name, data } =
+        // Through `Value` first: serde would also read a struct from a JSON
+        // array (`["name","data"]`), which is not what producers send.
+        let value: serde_json::Value =
             serde_json::from_slice(body).map_err(|err| Malformed::NotAnEvent(err.to_string()))?;
+        if !value.is_object() {
+            return Err(Malformed::NotAnEvent(format!(
+                "found {}",
+                json_kind(&value)
+            )));
+        }
+        let Body { name, data } =
+            serde_json::from_value(value).map_err(|err| Malformed::NotAnEvent(err.to_string()))?;
         if name.trim().is_empty() {
             return Err(Malformed::EmptyName);
         }
@@ -101,6 +111,17 @@ impl Event {
             entry: LogEntry { name, data, id },
             request_id,
         })
+    }
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
     }
 }
 
@@ -162,6 +183,8 @@ mod tests {
 
     #[test]
     fn malformed_bodies_say_why() {
+        let array = Event::parse(br#"["name","data"]"#, None, None).expect_err("array");
+        assert!(array.to_string().contains("found an array"), "{array}");
         let not_json = Event::parse(b"hello", None, None).expect_err("not JSON");
         assert!(matches!(not_json, Malformed::NotAnEvent(_)), "{not_json}");
         let missing = Event::parse(br#"{"name":"x"}"#, None, None).expect_err("no data");

@@ -1,0 +1,368 @@
+//! The listener against a real RabbitMQ node (a vhost per test), a real
+//! FerretDB and the real logger served in-process: what reaches the logger,
+//! what is acknowledged when, and what is dead-lettered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mongodb::bson::doc;
+use switchboard_listener::settings::LoggerVia;
+
+async fn events_with_each_routing_key_are_stored(via: LoggerVia) {
+    init_tracing();
+    let (amqp_url, vhost) = fresh_vhost();
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(&amqp_url, logger.rpc, logger.http, via));
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("routed");
+    let keys = ["log.INFO", "log.WARNING", "log.ERROR"];
+    for key in keys {
+        publisher
+            .event(key, &name, &format!("via {key}"), &format!("{name}-{key}"))
+            .await;
+    }
+    // An unbound routing key is not the listener's business.
+    publisher
+        .event("log.DEBUG", &name, "not bound", &format!("{name}-debug"))
+        .await;
+
+    let store = logger.store().await;
+    store.wait_for_count(&name, 3).await;
+    let mut stored: Vec<String> = store
+        .documents(doc! { "name": &name })
+        .await
+        .iter()
+        .map(|document| document.get_str("data").expect("data").to_owned())
+        .collect();
+    stored.sort();
+    assert_eq!(stored, ["via log.ERROR", "via log.INFO", "via log.WARNING"]);
+    // The AMQP message id became the document's idempotency id.
+    let first = store
+        .documents(doc! { "_id": format!("{name}-log.INFO") })
+        .await;
+    assert_eq!(first.len(), 1);
+
+    // All acknowledged: nothing ready, nothing dead.
+    wait_for("an empty queue", PATIENCE, || async {
+        (ready_messages(&amqp_url, "logs").await == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+
+    // The queue is a durable quorum queue with the delivery limit.
+    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
+    let queues = rabbit
+        .rabbitmqctl(&[
+            "list_queues",
+            "-p",
+            &vhost,
+            "name",
+            "type",
+            "durable",
+            "arguments",
+        ])
+        .expect("list_queues");
+    let logs = queues
+        .lines()
+        .find(|line| line.starts_with("logs\t"))
+        .unwrap_or_else(|| panic!("no logs queue in {queues}"));
+    assert!(logs.contains("quorum"), "{logs}");
+    assert!(logs.contains("true"), "{logs}");
+    assert!(logs.contains("x-delivery-limit"), "{logs}");
+    assert!(logs.contains("logs_topic.dlx"), "{logs}");
+
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_each_routing_key_are_stored_via_rpc() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    events_with_each_routing_key_are_stored(LoggerVia::Rpc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_with_each_routing_key_are_stored_via_http() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    events_with_each_routing_key_are_stored(LoggerVia::Http).await;
+}
+
+/// Ack only after store: while the logger is down nothing leaves the queue
+/// (and nothing is dead-lettered, even with a delivery limit of 2); once it is
+/// back every event is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_while_the_logger_is_down() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    const EVENTS: u64 = 150;
+    let (amqp_url, vhost) = fresh_vhost();
+    let mut logger = Logger::not_started(logger_settings(&shared_mongo_url()));
+    let mut settings = listener_settings(&amqp_url, logger.rpc, logger.http, LoggerVia::Rpc);
+    settings.amqp.delivery_limit = 2;
+    settings.amqp.prefetch = 16;
+    let listener = Listener::spawn(settings.clone());
+    // The listener declares the queue once it is consuming.
+    wait_until_consuming(&amqp_url).await;
+
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("outage");
+    for i in 0..EVENTS {
+        publisher
+            .event(
+                "log.INFO",
+                &name,
+                &format!("event {i}"),
+                &format!("{name}-{i}"),
+            )
+            .await;
+    }
+    // Several probe rounds of the breaker go by.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Queue statistics lag by a few seconds; nothing acknowledged means the
+    // total (ready + held by the listener) settles at every event published.
+    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
+    let expected = format!("logs\t{EVENTS}");
+    wait_for(
+        "all events to be in the queue, ready or held",
+        PATIENCE,
+        || async {
+            let depth = rabbit
+                .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "messages"])
+                .expect("list_queues");
+            depth.lines().any(|line| line == expected).then_some(())
+        },
+    )
+    .await;
+    // Stopped, the listener hands back what it held: all are ready again.
+    listener.stop().await.expect("clean stop");
+    assert_eq!(ready_messages(&amqp_url, "logs").await, Some(EVENTS as u32));
+    assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+
+    // The logger comes back, then the listener: every event, exactly once.
+    logger.start_again().await;
+    let listener = Listener::spawn(settings.clone());
+    let store = logger.store().await;
+    store.wait_for_count(&name, EVENTS).await;
+
+    // And with the listener running through an outage of the logger itself.
+    logger.stop().await;
+    let second = event_name("outage");
+    for i in 0..EVENTS {
+        publisher
+            .event(
+                "log.INFO",
+                &second,
+                &format!("event {i}"),
+                &format!("{second}-{i}"),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(store.count_named(&second).await, 0);
+    logger.start_again().await;
+    store.wait_for_count(&second, EVENTS).await;
+    wait_for("an empty queue", PATIENCE, || async {
+        (ready_messages(&amqp_url, "logs").await == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+    assert_eq!(store.count_named(&name).await, EVENTS);
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+/// Bodies that can never be stored go to the dead-letter queue at once (one
+/// delivery, no retries), and the events around them are still stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_messages_are_dead_lettered_at_once() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, _) = fresh_vhost();
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("good");
+    let too_large = format!(
+        r#"{{"name":"big","data":"{}"}}"#,
+        "x".repeat(switchboard_listener::event::MAX_BODY_BYTES)
+    );
+    let malformed: Vec<&[u8]> = vec![
+        b"this is not JSON",
+        br#"{"name":"","data":"empty name"}"#,
+        br#"{"name":"no data"}"#,
+        br#"["name","data"]"#,
+        too_large.as_bytes(),
+    ];
+    publisher
+        .event("log.INFO", &name, "before", &format!("{name}-1"))
+        .await;
+    for body in &malformed {
+        publisher.publish("log.ERROR", body, None).await;
+    }
+    publisher
+        .event("log.INFO", &name, "after", &format!("{name}-2"))
+        .await;
+
+    let store = logger.store().await;
+    store.wait_for_count(&name, 2).await;
+    let dead = wait_for("the dead letters", PATIENCE, || async {
+        let dead = ready_messages(&amqp_url, "logs.dead").await?;
+        (dead >= malformed.len() as u32).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead, malformed.len() as u32);
+    let mut bodies = Vec::new();
+    while let Some((body, headers)) = take_one(&amqp_url, "logs.dead").await {
+        assert_eq!(
+            death(&headers),
+            ("rejected".to_owned(), 1),
+            "dead-lettered at once"
+        );
+        bodies.push(body);
+    }
+    for body in &malformed {
+        assert!(
+            bodies.iter().any(|dead| dead == body),
+            "not dead-lettered: {:.60}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(store.count(doc! { "name": "big" }).await, 0);
+    assert_eq!(store.count(doc! { "data": "empty name" }).await, 0);
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+/// An entry the logger refuses (over its data limit) is dead-lettered at
+/// once: retrying cannot change the logger's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_the_logger_refuses_is_dead_lettered_at_once() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, _) = fresh_vhost();
+    let mut logger_settings = logger_settings(&shared_mongo_url());
+    logger_settings.limits.max_data_bytes = 100;
+    let mut logger = Logger::start(logger_settings).await;
+    for via in [LoggerVia::Rpc, LoggerVia::Http] {
+        let listener = Listener::spawn(listener_settings(&amqp_url, logger.rpc, logger.http, via));
+        wait_until_consuming(&amqp_url).await;
+        let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+        let name = event_name("refused");
+        publisher
+            .event(
+                "log.WARNING",
+                &name,
+                &"x".repeat(101),
+                &format!("{name}-big"),
+            )
+            .await;
+        publisher
+            .event("log.WARNING", &name, "small", &format!("{name}-small"))
+            .await;
+        let store = logger.store().await;
+        store.wait_for_count(&name, 1).await;
+        let (body, headers) = wait_for("the refused entry in logs.dead", PATIENCE, || {
+            take_one(&amqp_url, "logs.dead")
+        })
+        .await;
+        assert!(String::from_utf8_lossy(&body).contains(&name), "{via:?}");
+        assert_eq!(death(&headers), ("rejected".to_owned(), 1), "{via:?}");
+        publisher.close().await;
+        listener.stop().await.expect("clean stop");
+    }
+    logger.stop().await;
+}
+
+/// Events without a `message_id` carry no idempotency id: two identical ones
+/// are both stored (a content hash would have merged them into one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_events_without_message_id_are_all_stored() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, _) = fresh_vhost();
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("click");
+    let body = serde_json::json!({ "name": name, "data": "Some kind of data" }).to_string();
+    publisher.publish("log.INFO", body.as_bytes(), None).await;
+    publisher.publish("log.INFO", body.as_bytes(), None).await;
+    logger.store().await.wait_for_count(&name, 2).await;
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+/// A queue that already exists with other arguments is an operator's
+/// problem no retry can fix: the listener stops with an error naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_existing_queue_stops_the_listener_with_a_clear_error() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, _) = fresh_vhost();
+    // An old deployment's queue: classic, no dead-letter exchange.
+    let connection = lapin::Connection::connect(&amqp_url, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            "logs".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("declare");
+    let _ = connection.close(200, "done".into()).await;
+
+    let logger = Logger::not_started(logger_settings(&shared_mongo_url()));
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_for("the listener to give up", PATIENCE, || async {
+        listener.is_finished().then_some(())
+    })
+    .await;
+    let err = listener.stop().await.expect_err("conflict is fatal");
+    let message = err.to_string();
+    assert!(message.contains("\"logs\""), "{message}");
+    assert!(message.contains("inequivalent arg"), "{message}");
+}
