@@ -686,6 +686,10 @@ def main():
     with check("systemctl stop switchboard.target: every unit stops cleanly, no panic in the journal",
                [unit(s) for s in SERVICES]):
         systemctl("stop", "switchboard.target", timeout=90)
+        # The target's stop job does not wait for the services (PartOf= only
+        # propagates the stop); they drain for up to shutdown_timeout_ms.
+        wait_for("every service to stop", lambda: all(
+            show(unit(s), "ActiveState") in ("inactive", "failed") for s in SERVICES), timeout=30)
         bad = []
         for s in SERVICES:
             props = show(unit(s), "ActiveState", "Result")
