@@ -73,6 +73,7 @@ mod workdir;
 use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -219,7 +220,12 @@ pub fn servers_disabled() -> bool {
     if disabled {
         let thread = std::thread::current();
         let test = thread.name().unwrap_or("<unnamed test>");
-        eprintln!("skipping: {test}: {SKIP_SERVER_TESTS_ENV}=1, this test needs real servers");
+        // Straight to fd 2, not eprintln!: libtest captures the macros' output
+        // of passing tests, and a skip must be visible.
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipping: {test}: {SKIP_SERVER_TESTS_ENV}=1, this test needs real servers"
+        );
     }
     disabled
 }
