@@ -230,4 +230,42 @@ mod tests {
             "{err}"
         );
     }
+
+    /// `config/auth.toml` documents every key with its default value.
+    #[test]
+    fn example_file_has_every_key_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/auth.toml");
+        let text = std::fs::read_to_string(&path).expect("config/auth.toml");
+        let file: toml::Table = toml::from_str(&text).expect("valid TOML");
+        let defaults = serde_json::to_value(Settings::default()).expect("serialize");
+        let sections = defaults.as_object().expect("sections");
+        for (section, keys) in sections {
+            let keys = keys.as_object().expect("keys");
+            let in_file = file
+                .get(section)
+                .and_then(toml::Value::as_table)
+                .unwrap_or_else(|| panic!("section [{section}] missing"));
+            for (key, value) in keys {
+                // Optional keys without a default are documented commented out.
+                if value.is_null() {
+                    assert!(
+                        text.contains(&format!("# {key} = ")),
+                        "{section}.{key} not documented"
+                    );
+                    continue;
+                }
+                let documented = in_file
+                    .get(key)
+                    .unwrap_or_else(|| panic!("{section}.{key} missing"));
+                let documented = serde_json::to_value(documented).expect("to json");
+                assert_eq!(&documented, value, "{section}.{key}");
+            }
+            assert_eq!(
+                in_file.len(),
+                keys.values().filter(|v| !v.is_null()).count(),
+                "[{section}] has unknown keys"
+            );
+        }
+        assert_eq!(file.len(), sections.len(), "unknown sections");
+    }
 }

@@ -22,6 +22,8 @@ pub const PASSWORD_CREDENTIAL: &str = "db-password";
 pub enum StoreError {
     #[error("database.url is not a valid PostgreSQL DSN: {0}")]
     BadUrl(#[source] sqlx::Error),
+    #[error("database.url must start with postgres:// or postgresql:// (got {0:?})")]
+    NotPostgres(String),
     #[error("cannot read the database password from {path}: {source}")]
     PasswordFile {
         path: PathBuf,
@@ -209,7 +211,17 @@ pub fn connect_options(
     settings: &settings::Database,
     credentials: Option<&Path>,
 ) -> Result<PgConnectOptions, StoreError> {
-    let options: PgConnectOptions = settings.url.parse().map_err(StoreError::BadUrl)?;
+    let url = settings.url.trim();
+    if !["postgres://", "postgresql://"]
+        .iter()
+        .any(|scheme| url.starts_with(scheme))
+    {
+        // sqlx would read anything as a host name and fail only on connect.
+        // Only the scheme is quoted: the rest may hold a password.
+        let scheme = url.split("://").next().unwrap_or(url);
+        return Err(StoreError::NotPostgres(format!("{scheme}://…")));
+    }
+    let options: PgConnectOptions = url.parse().map_err(StoreError::BadUrl)?;
     let password_path = settings.password_file.clone().or_else(|| {
         credentials
             .map(|dir| dir.join(PASSWORD_CREDENTIAL))

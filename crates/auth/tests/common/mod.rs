@@ -1,0 +1,226 @@
+//! Shared test support: real PostgreSQL and RabbitMQ from the testkit (a fresh
+//! database and vhost per test), the service run in-process on 127.0.0.1:0,
+//! users seeded directly, and an AMQP consumer for login events.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties, Consumer};
+use switchboard_auth::domain::{Email, Name, Password};
+use switchboard_auth::hashing::PasswordHasher;
+use switchboard_auth::settings::Settings;
+use switchboard_auth::store::{Added, NewUser, UserStore};
+use switchboard_auth::{Listeners, run};
+use switchboard_runtime::Shutdown;
+use switchboard_testkit::{Postgres, RabbitMq};
+
+/// Low bcrypt cost: tests check behaviour, not strength.
+pub const TEST_COST: u32 = 4;
+
+/// Settings for a fresh database and (unless `amqp_url` is given) a fresh vhost.
+pub fn settings(amqp_url: Option<String>) -> Settings {
+    let postgres = Postgres::shared().expect("postgres");
+    let database = postgres.create_database().expect("create database");
+    let amqp_url = amqp_url.unwrap_or_else(|| fresh_vhost());
+    let mut settings = Settings::default();
+    settings.database.url = database;
+    settings.database.acquire_timeout_ms = 3_000;
+    settings.events.amqp_url = amqp_url;
+    settings.events.publish_timeout_ms = 3_000;
+    settings.security.bcrypt_cost = TEST_COST;
+    settings
+}
+
+pub fn fresh_vhost() -> String {
+    RabbitMq::shared()
+        .expect("rabbitmq")
+        .create_vhost()
+        .expect("create vhost")
+}
+
+/// The service running in this process.
+pub struct TestService {
+    pub base: String,
+    pub shutdown: Shutdown,
+    pub task: tokio::task::JoinHandle<Result<(), switchboard_auth::Error>>,
+    pub settings: Settings,
+}
+
+impl TestService {
+    pub async fn start(settings: Settings) -> Self {
+        let http = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", http.local_addr().expect("addr"));
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run(settings.clone(), Listeners { http }, shutdown.clone()));
+        let service = Self {
+            base,
+            shutdown,
+            task,
+            settings,
+        };
+        service.wait_ready().await;
+        service
+    }
+
+    /// Polls `/readyz` until 200 (run() migrates before serving, so the
+    /// schema exists afterwards).
+    pub async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(response) = client.get(format!("{}/readyz", self.base)).send().await
+                && response.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("service at {} never became ready", self.base);
+    }
+
+    pub fn store(&self) -> UserStore {
+        UserStore::connect_lazy(&self.settings.database).expect("store")
+    }
+
+    pub async fn login(&self, body: &str) -> (u16, serde_json::Value) {
+        login(&self.base, body, None).await
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("service stops in time")
+            .expect("service task")
+            .expect("service returns Ok");
+    }
+}
+
+/// POST /authenticate; returns status and parsed JSON body.
+pub async fn login(base: &str, body: &str, request_id: Option<&str>) -> (u16, serde_json::Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/authenticate"))
+        .body(body.to_owned());
+    if let Some(id) = request_id {
+        request = request.header("x-request-id", id);
+    }
+    let response = request.send().await.expect("send");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("reply is not JSON ({err}): {text}"));
+    (status, json)
+}
+
+pub fn credentials(email: &str, password: &str) -> String {
+    serde_json::json!({"email": email, "password": password}).to_string()
+}
+
+/// Adds a user straight through the store (hash at [`TEST_COST`]).
+pub async fn seed_user(store: &UserStore, email: &str, password: &str, active: bool) {
+    let hasher = PasswordHasher::new(TEST_COST).await.expect("hasher");
+    let password = Password::parse(password.to_owned()).expect("password");
+    let user = NewUser {
+        email: Email::parse(email).expect("email"),
+        first_name: Name::parse("first", "Ada").expect("name"),
+        last_name: Name::parse("last", "Lovelace").expect("name"),
+        password_hash: hasher.hash(&password).await.expect("hash"),
+        active,
+    };
+    assert!(matches!(
+        store.add(&user).await.expect("add"),
+        Added::Created(_)
+    ));
+}
+
+/// A consumer on a queue bound to `logs_topic` with `log.#`: exclusive and
+/// server-named unless `durable_name` is given (a durable queue survives a
+/// broker restart).
+pub struct EventTap {
+    pub connection: Connection,
+    pub consumer: Consumer,
+}
+
+impl EventTap {
+    pub async fn open(amqp_url: &str, durable_name: Option<&str>) -> Self {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+            .await
+            .expect("connect to rabbitmq");
+        let channel = connection.create_channel().await.expect("channel");
+        // Same arguments as the service: declaring twice is harmless, and the
+        // binding needs the exchange now.
+        channel
+            .exchange_declare(
+                "logs_topic".into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        let options = match durable_name {
+            Some(_) => QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            None => QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+        };
+        let queue = channel
+            .queue_declare(
+                durable_name.unwrap_or("").into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                "logs_topic".into(),
+                "log.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "auth-test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..BasicConsumeOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Self {
+            connection,
+            consumer,
+        }
+    }
+
+    /// The next delivery, or None after `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<lapin::message::Delivery> {
+        match tokio::time::timeout(wait, self.consumer.next()).await {
+            Ok(Some(Ok(delivery))) => Some(delivery),
+            Ok(Some(Err(err))) => panic!("consumer failed: {err}"),
+            Ok(None) | Err(_) => None,
+        }
+    }
+}
