@@ -366,3 +366,168 @@ async fn a_conflicting_existing_queue_stops_the_listener_with_a_clear_error() {
     assert!(message.contains("\"logs\""), "{message}");
     assert!(message.contains("inequivalent arg"), "{message}");
 }
+
+/// The logger's store going down is an outage, not the messages' fault: with
+/// a delivery limit of 2 and several probe rounds, nothing is dead-lettered,
+/// and everything is stored once the store is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_outage_spends_no_deliveries() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, _) = fresh_vhost();
+    let mut mongo = tokio::task::block_in_place(switchboard_testkit::MongoDb::start)
+        .expect("a MongoDB-compatible server of its own");
+    let mut logger = Logger::start(logger_settings(&mongo.url())).await;
+    let mut settings = listener_settings(&amqp_url, logger.rpc, logger.http, LoggerVia::Rpc);
+    settings.amqp.delivery_limit = 2;
+    let listener = Listener::spawn(settings);
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let store = logger.store().await;
+    let name = event_name("storedown");
+    publisher
+        .event("log.INFO", &name, "before", &format!("{name}-0"))
+        .await;
+    store.wait_for_count(&name, 1).await;
+
+    tokio::task::block_in_place(|| mongo.stop());
+    for i in 1..=5 {
+        publisher
+            .event("log.ERROR", &name, "during", &format!("{name}-{i}"))
+            .await;
+    }
+    // Probe rounds at about 0.1, 0.3, 0.7, 1.5, 3.1 s: more than the limit.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+    tokio::task::block_in_place(|| mongo.start_again()).expect("store starts again");
+    store.wait_for_count(&name, 6).await;
+    assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+/// A logger that stores everything except entries named `poison`, for which it
+/// keeps answering "unavailable". The real logger has no way to fail one entry
+/// while storing the others — which is the point: the delivery limit guards
+/// against such a bug — so this one test talks to a stand-in that speaks the
+/// real RPC protocol.
+#[derive(Clone, Default)]
+struct PoisonedLogger {
+    stored: std::sync::Arc<std::sync::Mutex<Vec<switchboard_wire::LogEntry>>>,
+    poison_attempts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl switchboard_wire::rpc::LogRpc for PoisonedLogger {
+    async fn log_info(
+        self,
+        _: tarpc::context::Context,
+        name: String,
+        _data: String,
+    ) -> Result<String, switchboard_wire::rpc::RpcError> {
+        Ok(switchboard_wire::rpc::processed_reply(&name))
+    }
+
+    async fn log_entry(
+        self,
+        _: tarpc::context::Context,
+        entry: switchboard_wire::LogEntry,
+    ) -> Result<String, switchboard_wire::rpc::RpcError> {
+        if entry.name == "poison" {
+            self.poison_attempts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return Err(switchboard_wire::rpc::RpcError::Unavailable(
+                "cannot store this one".into(),
+            ));
+        }
+        let reply = switchboard_wire::rpc::processed_reply(&entry.name);
+        self.stored.lock().expect("lock").push(entry);
+        Ok(reply)
+    }
+}
+
+async fn serve_poisoned_logger(logger: PoisonedLogger) -> std::net::SocketAddr {
+    use futures::StreamExt;
+    use switchboard_wire::rpc::LogRpc;
+    use tarpc::server::{BaseChannel, Channel};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let logger = logger.clone();
+            tokio::spawn(
+                BaseChannel::with_defaults(switchboard_wire::rpc::transport(stream))
+                    .execute(logger.serve())
+                    .for_each(|call| async move {
+                        tokio::spawn(call);
+                    }),
+            );
+        }
+    });
+    addr
+}
+
+/// A message that fails while the logger stores the others is requeued until
+/// the quorum queue's delivery limit dead-letters it; the rest flows on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    const LIMIT: u32 = 3;
+    let (amqp_url, _) = fresh_vhost();
+    let logger = PoisonedLogger::default();
+    let rpc = serve_poisoned_logger(logger.clone()).await;
+    let unused_http = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let mut settings = listener_settings(&amqp_url, rpc, unused_http, LoggerVia::Rpc);
+    settings.amqp.delivery_limit = LIMIT;
+    let listener = Listener::spawn(settings);
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    publisher
+        .event("log.ERROR", "poison", "bad", "poison-1")
+        .await;
+
+    // Other events keep flowing while the poison message is retried.
+    let name = event_name("flowing");
+    let mut published = 0u32;
+    let (_, headers) = wait_for("the poison message in logs.dead", PATIENCE, || {
+        published += 1;
+        let event = (name.clone(), format!("{name}-{published}"));
+        let (publisher, amqp_url) = (&publisher, &amqp_url);
+        async move {
+            publisher
+                .event("log.INFO", &event.0, "good", &event.1)
+                .await;
+            take_one(amqp_url, "logs.dead").await
+        }
+    })
+    .await;
+    assert_eq!(death(&headers), ("delivery_limit".to_owned(), 1));
+    let attempts = logger
+        .poison_attempts
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        attempts > LIMIT,
+        "{attempts} attempts for a limit of {LIMIT}"
+    );
+    wait_for("every good event stored", PATIENCE, || async {
+        let stored = logger.stored.lock().expect("lock");
+        let good = stored.iter().filter(|entry| entry.name == name).count();
+        (good == published as usize).then_some(())
+    })
+    .await;
+    // Stored once each: the ids are distinct.
+    let stored = logger.stored.lock().expect("lock").clone();
+    let mut ids: Vec<_> = stored.iter().filter_map(|entry| entry.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), published as usize);
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+}
