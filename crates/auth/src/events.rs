@@ -318,7 +318,11 @@ impl Publisher {
         let mut delay = BACKOFF_MIN;
         while !self.stop.is_triggered() {
             let Some(current) = link.as_ref() else {
-                match self.connect().await {
+                let attempt = tokio::select! {
+                    attempt = self.connect() => attempt,
+                    () = self.stop.requested() => break,
+                };
+                match attempt {
                     Ok(new) => {
                         self.shared.set_state(AmqpState::Connected);
                         delay = BACKOFF_MIN;

@@ -431,3 +431,90 @@ fn assert_log_mentions(log: &Path, needle: &str) {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     assert!(text.contains(needle), "{needle:?} not in log:\n{text}");
 }
+
+#[test]
+fn sigterm_without_rabbitmq_exits_cleanly_and_names_unpublished_events() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    let (url, _) = fresh_database();
+    let seeded = auth(
+        &[
+            "user",
+            "add",
+            "--email",
+            "ada@example.com",
+            "--first-name",
+            "Ada",
+            "--last-name",
+            "L",
+        ],
+        &[
+            ("SWITCHBOARD_AUTH__DATABASE__URL", url.clone()),
+            ("SWITCHBOARD_AUTH__SECURITY__BCRYPT_COST", "4".to_owned()),
+        ],
+        "verysecret\n",
+    );
+    assert!(seeded.status.success(), "{}", text(&seeded.stderr));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("auth.log");
+    let port = switchboard_testkit::free_port();
+    let nowhere = switchboard_testkit::free_port();
+    let mut server = Running(
+        Command::new(BINARY)
+            .env("SWITCHBOARD_AUTH__DATABASE__URL", &url)
+            .env(
+                "SWITCHBOARD_AUTH__EVENTS__AMQP_URL",
+                format!("amqp://guest:guest@127.0.0.1:{nowhere}/%2f"),
+            )
+            .env("SWITCHBOARD_AUTH__SECURITY__BCRYPT_COST", "4")
+            .env(
+                "SWITCHBOARD_AUTH__LISTEN__HTTP",
+                format!("127.0.0.1:{port}"),
+            )
+            .env("SWITCHBOARD_AUTH__RUNTIME__LOG_TARGET", "stderr")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reply = loop {
+        match http_post(
+            port,
+            "/authenticate",
+            r#"{"email":"ada@example.com","password":"verysecret"}"#,
+        ) {
+            Ok(reply) if !reply.is_empty() => break reply,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            other => panic!("no answer: {other:?}"),
+        }
+    };
+    assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
+
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let exit = loop {
+        if let Some(exit) = server.0.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(exit.success(), "{exit}\n{logged}");
+    assert!(!logged.contains("panicked"), "{logged}");
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("not published before shutdown")
+                && line.contains("ada@example.com logged in")),
+        "{logged}"
+    );
+}

@@ -186,18 +186,22 @@ async fn logins_survive_a_rabbitmq_outage_and_events_follow_when_it_returns() {
             .as_ref()
             .expect("id")
             .to_string();
-        let request_id = delivery
+        let request_id = match delivery
             .properties
             .headers()
             .as_ref()
-            .and_then(|h| h.inner().get("x-request-id").cloned());
+            .and_then(|h| h.inner().get("x-request-id"))
+        {
+            Some(lapin::types::AMQPValue::LongString(id)) => id.to_string(),
+            other => panic!("x-request-id header missing or not a string: {other:?}"),
+        };
         // A redelivery after a lost confirm repeats the message id: skip it.
         if message_ids.contains(&id) {
             continue;
         }
         assert_ne!(id, first_id, "the pre-outage event came again");
         message_ids.push(id);
-        request_ids.push(format!("{request_id:?}"));
+        request_ids.push(request_id);
     }
     request_ids.sort();
     assert!(

@@ -27,7 +27,7 @@ pub const TEST_COST: u32 = 4;
 pub fn settings(amqp_url: Option<String>) -> Settings {
     let postgres = Postgres::shared().expect("postgres");
     let database = postgres.create_database().expect("create database");
-    let amqp_url = amqp_url.unwrap_or_else(|| fresh_vhost());
+    let amqp_url = amqp_url.unwrap_or_else(fresh_vhost);
     let mut settings = Settings::default();
     settings.database.url = database;
     settings.database.acquire_timeout_ms = 3_000;
