@@ -324,8 +324,10 @@ impl Publisher {
                 };
                 match attempt {
                     Ok(new) => {
+                        // The delay is reset only once events go through: a
+                        // connection that breaks at every publish must not
+                        // turn into a tight reconnect loop.
                         self.shared.set_state(AmqpState::Connected);
-                        delay = BACKOFF_MIN;
                         link = Some(new);
                     }
                     Err(err) => {
@@ -370,6 +372,8 @@ impl Publisher {
                         && let Some(broken) = link.take()
                     {
                         self.abandon(broken, "automatic recovery gave up").await;
+                        self.pause(delay).await;
+                        delay = (delay * 2).min(BACKOFF_MAX);
                     }
                 }
             }
