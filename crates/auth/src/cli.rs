@@ -100,6 +100,7 @@ pub fn read_password(input: impl BufRead) -> Result<Password, CliError> {
 async fn open_store(settings: &Settings) -> Result<UserStore, CliError> {
     settings.validate()?;
     let store = UserStore::connect_lazy(&settings.database)?;
+    store.check_connection().await?;
     store.migrate().await?;
     Ok(store)
 }

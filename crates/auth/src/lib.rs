@@ -102,7 +102,7 @@ async fn wait_for_database(store: &UserStore, shutdown: &Shutdown) -> bool {
     let mut attempts = 0u32;
     loop {
         let ping = tokio::select! {
-            result = store.ping() => result,
+            result = store.check_connection() => result,
             () = shutdown.requested() => return false,
         };
         match ping {

@@ -90,5 +90,12 @@ async fn administer(config: &ConfigArg, command: Command) -> ExitCode {
         }
         Command::User(UserCommand::List) => cli::list_users(&settings, stdout.lock()).await,
     };
-    exit_with(result)
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // Once, plainly: the administrator reads this, not the journal.
+            eprintln!("error: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -114,6 +114,9 @@ pub enum Added {
 #[derive(Debug, Clone)]
 pub struct UserStore {
     pool: PgPool,
+    /// For [`UserStore::check_connection`], which bypasses the pool.
+    options: PgConnectOptions,
+    acquire_timeout: std::time::Duration,
 }
 
 impl UserStore {
@@ -124,12 +127,12 @@ impl UserStore {
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout())
-            .connect_lazy_with(options);
-        Ok(Self { pool })
-    }
-
-    pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+            .connect_lazy_with(options.clone());
+        Ok(Self {
+            pool,
+            options,
+            acquire_timeout: settings.acquire_timeout(),
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -139,6 +142,20 @@ impl UserStore {
     /// One round trip: the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Opens one connection outside the pool. A pool that cannot connect only
+    /// says it timed out; this says why (refused, authentication, no such
+    /// database), which is what an operator needs at start-up.
+    pub async fn check_connection(&self) -> Result<(), StoreError> {
+        use sqlx::Connection as _;
+        let connect = sqlx::PgConnection::connect_with(&self.options);
+        let mut connection = tokio::time::timeout(self.acquire_timeout, connect)
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        connection.ping().await?;
+        connection.close().await?;
         Ok(())
     }
 
