@@ -1,0 +1,261 @@
+//! What a stack looks like before it starts: where its state lives, which
+//! ports it uses, which services run, what extra configuration they get.
+//!
+//! Two presets: [`StackOptions::temporary`] (tests and benchmarks: a temporary
+//! folder, free ports everywhere) and [`StackOptions::persistent`] (the run
+//! command: a folder that keeps its data, the usual ports).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use crate::service::{Dependency, ServiceName};
+
+/// Where the stack keeps its state (dependency data, notify sockets, logs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateDir {
+    /// A fresh folder under the system temp dir, removed when the stack goes.
+    Temporary,
+    /// A folder that is created if missing and reused by the next start.
+    Persistent(PathBuf),
+}
+
+/// Client ports of the dependency servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DependencyPorts {
+    pub postgres: u16,
+    pub amqp: u16,
+    pub rabbitmq_management: u16,
+    pub mongodb: u16,
+    pub smtp: u16,
+    pub mailhog_http: u16,
+}
+
+impl DependencyPorts {
+    /// 5432, 5672, 15672, 27017, 1025, 8025.
+    pub const USUAL: DependencyPorts = DependencyPorts {
+        postgres: 5432,
+        amqp: 5672,
+        rabbitmq_management: 15672,
+        mongodb: 27017,
+        smtp: 1025,
+        mailhog_http: 8025,
+    };
+
+    /// Every port shifted by `offset`, or `None` if one would pass 65535.
+    pub fn offset(self, offset: u16) -> Option<Self> {
+        Some(Self {
+            postgres: self.postgres.checked_add(offset)?,
+            amqp: self.amqp.checked_add(offset)?,
+            rabbitmq_management: self.rabbitmq_management.checked_add(offset)?,
+            mongodb: self.mongodb.checked_add(offset)?,
+            smtp: self.smtp.checked_add(offset)?,
+            mailhog_http: self.mailhog_http.checked_add(offset)?,
+        })
+    }
+}
+
+/// How the services' listening sockets get their ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServicePorts {
+    /// Ports the kernel picks (the stack binds port 0 and keeps the socket).
+    Free,
+    /// README.md's default ports plus an offset.
+    Default { offset: u16 },
+}
+
+/// Where the stack reports progress and the services' log lines, besides the
+/// log files in its state folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Console {
+    /// Colour the per-service prefixes (ANSI escapes).
+    pub color: bool,
+}
+
+/// Everything [`crate::Stack::start`] needs to know.
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub state: StateDir,
+    /// `None`: free ports picked by the testkit.
+    pub dependency_ports: Option<DependencyPorts>,
+    pub service_ports: ServicePorts,
+    /// The services to run; the dependency servers they need start with them.
+    pub services: BTreeSet<ServiceName>,
+    /// Extra environment per service, applied after the stack's own
+    /// configuration, so it wins.
+    pub extra_env: BTreeMap<ServiceName, Vec<(String, String)>>,
+    /// Start a service with sockets only on the first connection to one of them.
+    pub lazy: bool,
+    /// Where the `switchboard-*` binaries are; `None`: next to the running executable.
+    pub bin_dir: Option<PathBuf>,
+    pub console: Option<Console>,
+    /// Create the development user ([`crate::DEV_USER_EMAIL`]) when auth runs.
+    pub seed_user: bool,
+    /// Run RabbitMQ's management plugin (its web UI); slows RabbitMQ's start.
+    pub rabbitmq_management: bool,
+    /// How long a service may take from spawn to `READY=1`.
+    pub ready_timeout: Duration,
+    /// How long a service may drain after SIGTERM before it gets SIGKILL.
+    pub stop_timeout: Duration,
+    /// Set from a signal handler to abandon a start in progress.
+    pub interrupt: Option<Arc<AtomicBool>>,
+}
+
+impl StackOptions {
+    /// Temporary folder, free ports everywhere, every service, dev user seeded,
+    /// no console output: what tests and benchmarks use.
+    pub fn temporary() -> Self {
+        Self {
+            state: StateDir::Temporary,
+            dependency_ports: None,
+            service_ports: ServicePorts::Free,
+            services: ServiceName::ALL.into_iter().collect(),
+            extra_env: BTreeMap::new(),
+            lazy: false,
+            bin_dir: None,
+            console: None,
+            seed_user: true,
+            rabbitmq_management: false,
+            ready_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(15),
+            interrupt: None,
+        }
+    }
+
+    /// A persistent folder, the usual ports, RabbitMQ's management UI: what
+    /// the run command uses.
+    pub fn persistent(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            state: StateDir::Persistent(dir.into()),
+            dependency_ports: Some(DependencyPorts::USUAL),
+            service_ports: ServicePorts::Default { offset: 0 },
+            rabbitmq_management: true,
+            ..Self::temporary()
+        }
+    }
+
+    /// Runs only these services (and the dependency servers they need).
+    pub fn services(mut self, services: impl IntoIterator<Item = ServiceName>) -> Self {
+        self.services = services.into_iter().collect();
+        self
+    }
+
+    /// Sets an environment variable for one service.
+    pub fn env(
+        mut self,
+        service: ServiceName,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Self {
+        self.extra_env
+            .entry(service)
+            .or_default()
+            .push((name.into(), value.into()));
+        self
+    }
+
+    /// Overrides one configuration key of a service, by its dotted README
+    /// name: `.setting(ServiceName::Broker, "downstream.timeout_ms", 500)`.
+    pub fn setting(self, service: ServiceName, dotted_key: &str, value: impl ToString) -> Self {
+        let variable = service.setting_variable(dotted_key);
+        self.env(service, variable, value.to_string())
+    }
+
+    pub fn lazy(mut self, lazy: bool) -> Self {
+        self.lazy = lazy;
+        self
+    }
+
+    pub fn bin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.bin_dir = Some(dir.into());
+        self
+    }
+
+    pub fn console(mut self, console: Console) -> Self {
+        self.console = Some(console);
+        self
+    }
+
+    pub fn dependency_ports(mut self, ports: DependencyPorts) -> Self {
+        self.dependency_ports = Some(ports);
+        self
+    }
+
+    pub fn service_ports(mut self, ports: ServicePorts) -> Self {
+        self.service_ports = ports;
+        self
+    }
+
+    pub fn seed_user(mut self, seed: bool) -> Self {
+        self.seed_user = seed;
+        self
+    }
+
+    pub fn rabbitmq_management(mut self, enabled: bool) -> Self {
+        self.rabbitmq_management = enabled;
+        self
+    }
+
+    pub fn ready_timeout(mut self, timeout: Duration) -> Self {
+        self.ready_timeout = timeout;
+        self
+    }
+
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    pub fn interrupt(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.interrupt = Some(flag);
+        self
+    }
+
+    /// The dependency servers the selected services need, in start order.
+    pub fn dependencies(&self) -> Vec<Dependency> {
+        let needed: BTreeSet<Dependency> = self
+            .services
+            .iter()
+            .flat_map(|service| service.dependencies().iter().copied())
+            .collect();
+        needed.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_follow_the_selected_services() {
+        let all = StackOptions::temporary();
+        assert_eq!(all.dependencies(), Dependency::ALL.to_vec());
+        let broker = StackOptions::temporary().services([ServiceName::Broker]);
+        assert_eq!(broker.dependencies(), vec![Dependency::RabbitMq]);
+        let frontend = StackOptions::temporary().services([ServiceName::Frontend]);
+        assert!(frontend.dependencies().is_empty());
+    }
+
+    #[test]
+    fn settings_become_environment_variables() {
+        let options =
+            StackOptions::temporary().setting(ServiceName::Broker, "limits.rate_per_second", 2);
+        assert_eq!(
+            options.extra_env[&ServiceName::Broker],
+            vec![(
+                "SWITCHBOARD_BROKER__LIMITS__RATE_PER_SECOND".to_owned(),
+                "2".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn port_offsets_are_checked() {
+        let shifted = DependencyPorts::USUAL.offset(10_000).expect("fits");
+        assert_eq!(shifted.postgres, 15432);
+        assert_eq!(shifted.rabbitmq_management, 25672);
+        assert!(DependencyPorts::USUAL.offset(60_000).is_none());
+    }
+}
