@@ -152,7 +152,9 @@ async fn handle(
 }
 
 fn missing_object(action: &str) -> ApiError {
-    ApiError::bad_request(format!("action \"{action}\" needs an \"{action}\" object"))
+    ApiError::bad_request(format!(
+        "action \"{action}\" requires the \"{action}\" object"
+    ))
 }
 
 async fn log(

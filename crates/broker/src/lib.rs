@@ -41,7 +41,10 @@ pub async fn run(
 ) -> Result<(), Error> {
     settings.validate()?;
     let downstreams = Arc::new(clients::Downstreams::new(&settings)?);
-    let background = downstreams.start(&shutdown);
+    // The AMQP connection outlives the shutdown request until every request
+    // in flight has drained: a draining `via: amqp` still gets its confirm.
+    let background_stop = Shutdown::new();
+    let background = downstreams.start(&background_stop);
     let router = app(&settings, Arc::clone(&downstreams), &shutdown);
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!(%addr, default_log_via = %settings.downstream.default_log_via, "broker serving");
@@ -51,9 +54,7 @@ pub async fn run(
     let served = switchboard_runtime::service::serve_http(listeners.http, router, shutdown.clone())
         .await
         .map_err(Error::Serve);
-    // Serving can also end without a shutdown request (an accept error);
-    // the background tasks must stop either way.
-    shutdown.trigger();
+    background_stop.trigger();
     let _ = background.await;
     served
 }

@@ -199,3 +199,90 @@ fn a_misspelled_key_stops_it_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("timeout"), "{stderr}");
 }
+
+/// `SIGTERM` while RabbitMQ is down and lapin is recovering the connection in
+/// its own thread: the broker still exits cleanly, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_cleanly_during_a_rabbitmq_outage() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    let mut rabbit = tokio::task::spawn_blocking(switchboard_testkit::RabbitMq::start)
+        .await
+        .expect("join")
+        .expect("RabbitMQ");
+    let port = switchboard_testkit::free_port();
+    let mut command = Command::new(activator());
+    command
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"])
+        .arg("-E")
+        .arg(format!(
+            "SWITCHBOARD_BROKER__EVENTS__AMQP_URL={}",
+            rabbit.amqp_url()
+        ))
+        .arg("-E")
+        .arg("SWITCHBOARD_BROKER__RUNTIME__LOG_TARGET=stderr")
+        .arg(BINARY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("spawn systemd-socket-activate");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+
+    let base = format!("http://127.0.0.1:{port}");
+    let rabbit_reachable = |expected: bool| {
+        let base = base.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let body: Option<Value> = async {
+                    reqwest::get(format!("{base}/downstreams"))
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()
+                }
+                .await;
+                let reachable = body.as_ref().and_then(|body| {
+                    body["data"].as_array()?.iter().find_map(|status| {
+                        (status["name"] == "rabbitmq (amqp)").then(|| status["reachable"] == true)
+                    })
+                });
+                if reachable == Some(expected) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "RabbitMQ reachable never became {expected}: {body:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    rabbit_reachable(true).await;
+    let rabbit = tokio::task::spawn_blocking(move || {
+        rabbit.stop();
+        rabbit
+    })
+    .await
+    .expect("join");
+    rabbit_reachable(false).await;
+    // Let lapin's recovery make a few attempts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let exit = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(15)));
+    let stderr = reader.join().expect("stderr reader");
+    assert!(exit.success(), "exit after SIGTERM: {exit}\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    drop(rabbit);
+}

@@ -174,10 +174,10 @@ async fn bad_input_is_400_with_a_reason() {
         (json!({}), "unknown action"),
         (
             json!({"action": "log"}),
-            "action \"log\" needs an \"log\" object",
+            "action \"log\" requires the \"log\" object",
         ),
-        (json!({"action": "auth"}), "needs an \"auth\" object"),
-        (json!({"action": "mail"}), "needs an \"mail\" object"),
+        (json!({"action": "auth"}), "requires the \"auth\" object"),
+        (json!({"action": "mail"}), "requires the \"mail\" object"),
         (
             json!({"action": "log", "log": {"name": "x"}}),
             "missing field `data`",

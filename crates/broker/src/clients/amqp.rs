@@ -9,7 +9,7 @@
 //! task builds a new one when recovery gave up or RabbitMQ was not up at start,
 //! so the broker never waits for RabbitMQ to become ready.
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
@@ -182,9 +182,10 @@ impl AmqpPublisher {
             })
             .enable_auto_recover();
         let open = async {
-            let connection = Connection::connect(&self.url, properties)
-                .await
-                .map_err(|err| error_chain(&err))?;
+            let connection =
+                Connection::connect_with_runtime(&self.url, properties, lapin_runtime()?)
+                    .await
+                    .map_err(|err| error_chain(&err))?;
             let channel = connection
                 .create_channel()
                 .await
@@ -354,6 +355,30 @@ impl AmqpPublisher {
             }
         }
     }
+}
+
+/// The tokio runtime lapin's I/O thread uses.
+///
+/// lapin recovers a connection in a thread of its own, sleeping between
+/// attempts on the runtime it was given, and nothing can stop that thread
+/// mid-recovery. Given the service's runtime, a shutdown during a RabbitMQ
+/// outage made that thread panic ("the runtime is being shut down"). This one
+/// lives in a static and is never shut down: at exit its threads simply end
+/// with the process.
+fn lapin_runtime() -> Result<async_rs::TokioRuntime, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("amqp-runtime")
+                .enable_all()
+                .build()
+                .map_err(|err| format!("cannot start the AMQP runtime: {err}"))
+        })
+        .as_ref()
+        .map(|runtime| async_rs::Runtime::tokio_with_handle(runtime.handle().clone()))
+        .map_err(Clone::clone)
 }
 
 /// `host:port` of an `amqp://user:pass@host:port/vhost` URI (5672 by default,

@@ -67,11 +67,11 @@ impl Downstreams {
     }
 
     /// Starts the background work: the AMQP connection supervisor (until
-    /// `shutdown`) and an early RPC connect, neither of which delays serving.
-    pub fn start(self: &Arc<Self>, shutdown: &Shutdown) -> tokio::task::JoinHandle<()> {
+    /// `stop`) and an early RPC connect, neither of which delays serving.
+    pub fn start(self: &Arc<Self>, stop: &Shutdown) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move { this.rpc.warm_up().await });
-        tokio::spawn(Arc::clone(&self.amqp).supervise(shutdown.clone()))
+        tokio::spawn(Arc::clone(&self.amqp).supervise(stop.clone()))
     }
 
     pub fn timeout(&self) -> Duration {
@@ -147,7 +147,9 @@ impl Downstreams {
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
         let url = http::join(&self.logger_http_url, "/log");
-        let body = json!({ "name": entry.name, "data": entry.data });
+        // The id makes a retried POST (hyper retries on a connection the
+        // logger closed as we reused it) store the entry once.
+        let body = json!({ "name": entry.name, "data": entry.data, "id": entry.id });
         let reply = self
             .http
             .post_envelope(Downstream::LoggerHttp, &url, &body, request_id)
