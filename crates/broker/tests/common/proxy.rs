@@ -23,7 +23,10 @@ pub struct Proxy {
     pub addr: SocketAddr,
     target: SocketAddr,
     accepted: Arc<AtomicUsize>,
-    running: Mutex<Option<JoinSet<()>>>,
+    /// The accept loop (one task while listening).
+    listening: Mutex<JoinSet<()>>,
+    /// One task per accepted connection.
+    connections: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Proxy {
@@ -34,7 +37,8 @@ impl Proxy {
             addr: listener.local_addr().expect("proxy addr"),
             target,
             accepted: Arc::new(AtomicUsize::new(0)),
-            running: Mutex::new(None),
+            listening: Mutex::new(JoinSet::new()),
+            connections: Arc::new(Mutex::new(JoinSet::new())),
         };
         proxy.serve(listener, Mode::Forward);
         proxy
@@ -49,16 +53,20 @@ impl Proxy {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// Closes the listener (new connections are refused) and cuts every open one.
-    pub fn stop(&self) {
-        if let Some(mut tasks) = self.running.lock().expect("proxy lock").take() {
-            tasks.abort_all();
-        }
+    /// Closes the listener (new connections are refused) and cuts every open
+    /// connection; returns once all of them are closed.
+    pub async fn stop(&self) {
+        let mut listening = std::mem::take(&mut *self.listening.lock().expect("proxy lock"));
+        listening.abort_all();
+        while listening.join_next().await.is_some() {}
+        let mut connections = std::mem::take(&mut *self.connections.lock().expect("proxy lock"));
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
     }
 
-    /// Listens again on the same port, in `mode`.
+    /// Listens again on the same port, in `mode`, after cutting what is open.
     pub async fn resume(&self, mode: Mode) {
-        self.stop();
+        self.stop().await;
         let mut attempts = 0;
         let listener = loop {
             match TcpListener::bind(self.addr).await {
@@ -77,48 +85,40 @@ impl Proxy {
     fn serve(&self, listener: TcpListener, mode: Mode) {
         let accepted = Arc::clone(&self.accepted);
         let target = self.target;
-        let connections: Arc<Mutex<JoinSet<()>>> = Arc::new(Mutex::new(JoinSet::new()));
-        let mut tasks = JoinSet::new();
-        let held = Arc::clone(&connections);
-        tasks.spawn(async move {
-            // Aborting this task drops the listener and, through the guard,
-            // every connection task.
-            let _guard = AbortOnDrop(held);
-            loop {
-                let Ok((inbound, _)) = listener.accept().await else {
-                    continue;
-                };
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let mut set = connections.lock().expect("connections lock");
-                match mode {
-                    Mode::Forward => {
-                        set.spawn(forward(inbound, target));
-                    }
-                    Mode::BlackHole => {
-                        set.spawn(async move {
-                            let _held = inbound;
-                            std::future::pending::<()>().await;
-                        });
+        let connections = Arc::clone(&self.connections);
+        self.listening
+            .lock()
+            .expect("proxy lock")
+            .spawn(async move {
+                loop {
+                    let Ok((inbound, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    accepted.fetch_add(1, Ordering::SeqCst);
+                    let mut set = connections.lock().expect("connections lock");
+                    match mode {
+                        Mode::Forward => {
+                            set.spawn(forward(inbound, target));
+                        }
+                        Mode::BlackHole => {
+                            set.spawn(async move {
+                                let _held = inbound;
+                                std::future::pending::<()>().await;
+                            });
+                        }
                     }
                 }
-            }
-        });
-        *self.running.lock().expect("proxy lock") = Some(tasks);
+            });
     }
 }
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-struct AbortOnDrop(Arc<Mutex<JoinSet<()>>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Ok(mut set) = self.0.lock() {
-            set.abort_all();
+        if let Ok(mut listening) = self.listening.lock() {
+            listening.abort_all();
+        }
+        if let Ok(mut connections) = self.connections.lock() {
+            connections.abort_all();
         }
     }
 }
