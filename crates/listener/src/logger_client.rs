@@ -7,7 +7,7 @@
 //! (requeue and back off).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use switchboard_wire::LogEntry;
@@ -49,8 +49,17 @@ enum Door {
 /// replace it once, not once each.
 struct RpcDoor {
     addr: String,
-    current: Mutex<Option<(u64, LogRpcClient)>>,
+    current: Mutex<Connection>,
     generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Connection {
+    client: Option<(u64, LogRpcClient)>,
+    /// The last failed dial: callers that queued behind it fail with it
+    /// instead of dialling again one after another (with an unreachable
+    /// host, each dial would take the full timeout).
+    last_failure: Option<(Instant, ForwardError)>,
 }
 
 /// The body of `POST /log`.
@@ -75,7 +84,7 @@ impl LoggerClient {
         let door = match settings.via {
             LoggerVia::Rpc => Door::Rpc(RpcDoor {
                 addr: settings.rpc_addr.clone(),
-                current: Mutex::new(None),
+                current: Mutex::new(Connection::default()),
                 generation: std::sync::atomic::AtomicU64::new(0),
             }),
             LoggerVia::Http => Door::Http {
@@ -146,23 +155,36 @@ impl RpcDoor {
     /// The current connection, dialling one if there is none. Callers queue
     /// on the lock, so a burst of events dials once.
     async fn client(&self, timeout: Duration) -> Result<(u64, LogRpcClient), ForwardError> {
+        let asked_at = Instant::now();
         let mut current = self.current.lock().await;
-        if let Some((generation, client)) = current.as_ref() {
+        if let Some((generation, client)) = current.client.as_ref() {
             return Ok((*generation, client.clone()));
         }
-        let client = tokio::time::timeout(timeout, self.dial())
-            .await
-            .map_err(|_| {
-                ForwardError::Unavailable(format!(
-                    "connecting to {} took longer than {timeout:?}",
-                    self.addr
-                ))
-            })??;
+        if let Some((failed_at, error)) = &current.last_failure
+            && *failed_at >= asked_at
+        {
+            return Err(error.clone());
+        }
+        let dialled = match tokio::time::timeout(timeout, self.dial()).await {
+            Ok(dialled) => dialled,
+            Err(_) => Err(ForwardError::Unavailable(format!(
+                "connecting to {} took longer than {timeout:?}",
+                self.addr
+            ))),
+        };
+        let client = match dialled {
+            Ok(client) => client,
+            Err(error) => {
+                current.last_failure = Some((Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(addr = %self.addr, "connected to the logger's RPC door");
-        *current = Some((generation, client.clone()));
+        current.client = Some((generation, client.clone()));
+        current.last_failure = None;
         Ok((generation, client))
     }
 
@@ -187,10 +209,11 @@ impl RpcDoor {
     async fn discard(&self, failed_generation: u64) {
         let mut current = self.current.lock().await;
         if current
+            .client
             .as_ref()
             .is_some_and(|(generation, _)| *generation == failed_generation)
         {
-            *current = None;
+            current.client = None;
         }
     }
 }

@@ -115,6 +115,9 @@ pub enum InvalidSetting {
     EmptyName { key: &'static str },
     #[error("amqp.{key} is {len} bytes long; AMQP names are at most 255 bytes")]
     NameTooLong { key: &'static str, len: usize },
+    /// The parser's reason only: the URL may hold a password.
+    #[error("amqp.url is not an AMQP URI: {0}")]
+    AmqpUrl(String),
     #[error("amqp.prefetch must be at least 1")]
     ZeroPrefetch,
     #[error("amqp.delivery_limit must be between 1 and {max}", max = i32::MAX)]
@@ -132,6 +135,21 @@ impl Settings {
     /// no sense, addresses that cannot be dialled.
     pub fn validate(&self) -> Result<(), InvalidSetting> {
         let amqp = &self.amqp;
+        if amqp.url.starts_with("amqps://") {
+            return Err(InvalidSetting::AmqpUrl(
+                "amqps:// needs TLS, which this build does not include; \
+                 reach RabbitMQ over loopback or a tunnel"
+                    .to_owned(),
+            ));
+        }
+        if !amqp.url.starts_with("amqp://") {
+            return Err(InvalidSetting::AmqpUrl(
+                "it must start with amqp://".to_owned(),
+            ));
+        }
+        if let Err(reason) = amqp.url.parse::<lapin::uri::AMQPUri>() {
+            return Err(InvalidSetting::AmqpUrl(reason));
+        }
         for (key, name) in [
             ("exchange", &amqp.exchange),
             ("queue", &amqp.queue),
@@ -265,6 +283,11 @@ mod tests {
                 .validate()
                 .is_err_and(|e| e.to_string().contains("logger.http_url"))
         );
+        let mut settings = Settings::default();
+        settings.amqp.url = "guest:secret@nowhere".into();
+        assert!(settings.validate().is_err_and(
+            |e| e.to_string().contains("amqp.url") && !e.to_string().contains("secret")
+        ));
         let mut settings = Settings::default();
         settings.amqp.delivery_limit = 0;
         assert_eq!(

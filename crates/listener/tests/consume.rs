@@ -531,3 +531,72 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit(
     publisher.close().await;
     listener.stop().await.expect("clean stop");
 }
+
+/// A classic queue left by an older deployment, with the dead-letter exchange
+/// the listener wants, is used as it is (with a warning): events are stored
+/// and malformed ones still reach the dead-letter queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_classic_queue_is_used_as_a_fallback() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, vhost) = fresh_vhost();
+    let connection = lapin::Connection::connect(&amqp_url, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut arguments = lapin::types::FieldTable::default();
+    arguments.insert(
+        "x-dead-letter-exchange".into(),
+        lapin::types::AMQPValue::LongString("logs_topic.dlx".into()),
+    );
+    channel
+        .queue_declare(
+            "logs".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            arguments,
+        )
+        .await
+        .expect("declare");
+    let _ = connection.close(200, "done".into()).await;
+
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("classic");
+    publisher
+        .event(
+            "log.INFO",
+            &name,
+            "on a classic queue",
+            &format!("{name}-1"),
+        )
+        .await;
+    publisher.publish("log.INFO", b"not an event", None).await;
+    logger.store().await.wait_for_count(&name, 1).await;
+    wait_for("the dead letter", PATIENCE, || async {
+        (ready_messages(&amqp_url, "logs.dead").await == Some(1)).then_some(())
+    })
+    .await;
+    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
+    let queues = rabbit
+        .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type"])
+        .expect("list_queues");
+    assert!(
+        queues.lines().any(|line| line == "logs\tclassic"),
+        "{queues}"
+    );
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
