@@ -58,11 +58,36 @@ impl Counters {
         self.entries.fetch_add(entries, Ordering::Relaxed);
         self.largest_batch.fetch_max(entries, Ordering::Relaxed);
     }
+
+    fn snapshot(&self) -> BatchStats {
+        BatchStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            entries: self.entries.load(Ordering::Relaxed),
+            largest_batch: self.largest_batch.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Writer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Writer").finish_non_exhaustive()
+    }
+}
+
+/// The writer tasks. They stop once every [`Writer`] is dropped and the
+/// queue is empty.
+#[derive(Debug)]
+pub struct Writers {
+    tasks: JoinSet<()>,
+    counters: Arc<Counters>,
+}
+
+impl Writers {
+    /// Waits until the writers stored what was queued and stopped (drop every
+    /// [`Writer`] first), and says how the writes were grouped.
+    pub async fn finish(mut self) -> BatchStats {
+        while self.tasks.join_next().await.is_some() {}
+        self.counters.snapshot()
     }
 }
 
@@ -72,7 +97,7 @@ pub fn start(
     health: Arc<Health>,
     max_batch: usize,
     writers: usize,
-) -> (Writer, JoinSet<()>) {
+) -> (Writer, Writers) {
     let max_batch = max_batch.max(1);
     let writers = writers.max(1);
     // Room for every writer's next batch: enough to keep them busy, small
@@ -93,19 +118,15 @@ pub fn start(
     let writer = Writer {
         queue,
         health,
-        counters,
+        counters: Arc::clone(&counters),
     };
-    (writer, tasks)
+    (writer, Writers { tasks, counters })
 }
 
 impl Writer {
     /// How the writes were grouped so far.
     pub fn stats(&self) -> BatchStats {
-        BatchStats {
-            batches: self.counters.batches.load(Ordering::Relaxed),
-            entries: self.counters.entries.load(Ordering::Relaxed),
-            largest_batch: self.counters.largest_batch.load(Ordering::Relaxed),
-        }
+        self.counters.snapshot()
     }
 
     /// Stores `entry`; returns once its batch is stored (or failed).

@@ -62,7 +62,7 @@ pub async fn run(
     }
 
     let health = Arc::new(Health::default());
-    let (writer, mut writers) = batch::start(
+    let (writer, writers) = batch::start(
         store.clone(),
         Arc::clone(&health),
         settings.batching.max_batch,
@@ -113,7 +113,13 @@ pub async fn run(
     tracing::info!("logger ready");
     let (http_result, (), grpc_result) = tokio::join!(http_door, rpc_door, grpc_door);
 
-    while writers.join_next().await.is_some() {}
+    let stats = writers.finish().await;
+    tracing::info!(
+        batches = stats.batches,
+        entries = stats.entries,
+        largest_batch = stats.largest_batch,
+        "all writes stored; logger stopped"
+    );
     prober.abort();
     http_result.and(grpc_result)
 }

@@ -481,7 +481,7 @@ async fn batches_form_under_concurrent_load() {
     let settings = settings(&MongoDb::shared().expect("server").url());
     let store = store::Store::new(&settings.mongodb).await.expect("store");
     store.ping().await.expect("ping");
-    let (writer, mut writers) = batch::start(store, Arc::new(store::Health::default()), 64, 1);
+    let (writer, writers) = batch::start(store, Arc::new(store::Health::default()), 64, 1);
     let rules = EntryRules::from(&settings.limits);
     let mut calls = Vec::new();
     for n in 0..300 {
@@ -494,9 +494,9 @@ async fn batches_form_under_concurrent_load() {
     for call in calls {
         call.await.expect("task").expect("stored");
     }
-    let stats = writer.stats();
+    assert_eq!(writer.stats().entries, 300);
     drop(writer);
-    while writers.join_next().await.is_some() {}
+    let stats = writers.finish().await;
     assert_eq!(stats.entries, 300);
     // One writer, 300 concurrent entries: they must have been grouped.
     assert!(stats.batches < 300, "{stats:?}");
