@@ -562,7 +562,7 @@ impl Supervisor {
     pub(crate) fn kill(&self, signal: Signal) -> bool {
         match self.pid() {
             Some(pid) => {
-                self.note(&format!("sending {signal:?}"));
+                self.note(&format!("sending {}", signal_name(signal)));
                 signal_process(pid, signal);
                 true
             }
@@ -636,11 +636,17 @@ fn describe(status: ExitStatus) -> String {
     match (status.code(), status.signal()) {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(signal)) => match Signal::from_named_raw(signal) {
-            Some(named) => format!("killed by {named:?}"),
+            Some(named) => format!("killed by {}", signal_name(named)),
             None => format!("killed by signal {signal}"),
         },
         (None, None) => status.to_string(),
     }
+}
+
+/// `SIGKILL` rather than rustix's `Signal::KILL`.
+fn signal_name(signal: Signal) -> String {
+    let debug = format!("{signal:?}");
+    format!("SIG{}", debug.strip_prefix("Signal::").unwrap_or(&debug))
 }
 
 fn pid_of(pid: u32) -> Option<Pid> {
