@@ -119,8 +119,9 @@ impl Addresses {
 struct StateFolder {
     path: PathBuf,
     run_dir: PathBuf,
-    temporary: Option<tempfile::TempDir>,
-    run_temporary: Option<tempfile::TempDir>,
+    /// Held for its `Drop`: removes the temporary folders.
+    _temporary: Option<tempfile::TempDir>,
+    _run_temporary: Option<tempfile::TempDir>,
     reaper: Option<Child>,
     _lock: Option<File>,
 }
@@ -185,8 +186,8 @@ impl StateFolder {
         Ok(Self {
             path,
             run_dir,
-            temporary,
-            run_temporary,
+            _temporary: temporary,
+            _run_temporary: run_temporary,
             reaper,
             _lock: lock,
         })
@@ -204,8 +205,7 @@ impl Drop for StateFolder {
             }
             let _ = reaper.wait();
         }
-        // The TempDirs remove themselves.
-        let _ = (&self.temporary, &self.run_temporary);
+        // The TempDirs remove themselves when the fields drop.
     }
 }
 
@@ -347,6 +347,7 @@ impl Stack {
             run_dir: folder.run_dir.clone(),
             closing: AtomicBool::new(false),
             stop_timeout: options.stop_timeout,
+            ready_timeout: options.ready_timeout,
         });
         let mut stack = Stack {
             shared: Arc::clone(&shared),
@@ -584,8 +585,9 @@ impl Stack {
         Some(self.supervisor(service).ok()?.log.path().to_path_buf())
     }
 
-    /// Sends a signal to the service's process without waiting; false if it
-    /// was not running. A killed service stays down until
+    /// Sends a signal to the service's process; false if it was not running.
+    /// Returns at once, except for SIGKILL, after which it waits (up to 5 s)
+    /// until the process is gone. A killed service stays down until
     /// [`Stack::start_service`] or [`Stack::restart`].
     pub fn kill(&self, service: ServiceName, signal: Signal) -> Result<bool> {
         Ok(self.supervisor(service)?.kill(signal))
@@ -610,7 +612,7 @@ impl Stack {
     pub fn start_service(&self, service: ServiceName) -> Result<()> {
         let supervisor = self.supervisor(service)?;
         supervisor.start()?;
-        supervisor.wait_ready(Duration::from_secs(60), None)
+        supervisor.wait_ready(self.shared.ready_timeout, None)
     }
 
     /// Stops, then starts the service and waits for `READY=1`.

@@ -86,6 +86,8 @@ pub(crate) struct Shared {
     /// Set when the stack shuts down: background threads end.
     pub(crate) closing: AtomicBool,
     pub(crate) stop_timeout: Duration,
+    /// How long [`crate::Stack::start_service`] waits for `READY=1`.
+    pub(crate) ready_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -560,14 +562,22 @@ impl Supervisor {
 
     /// Sends `signal` to the service's main process; does not wait.
     pub(crate) fn kill(&self, signal: Signal) -> bool {
-        match self.pid() {
-            Some(pid) => {
-                self.note(&format!("sending {}", signal_name(signal)));
-                signal_process(pid, signal);
-                true
-            }
-            None => false,
+        let Some((pid, generation)) = self
+            .lock()
+            .process
+            .as_ref()
+            .map(|running| (running.child.id(), running.generation))
+        else {
+            return false;
+        };
+        self.note(&format!("sending {}", signal_name(signal)));
+        signal_process(pid, signal);
+        if signal == Signal::KILL {
+            // Certain death: wait for it, so that a start right after this
+            // spawns a new process instead of finding the dying one.
+            self.wait_gone(generation, KILL_GRACE);
         }
+        true
     }
 
     /// Closes the stack's sockets of this service: new connections are refused
