@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
+use std::time::SystemTime;
 
 use crate::error::{Result, StackError};
 use crate::service::ServiceName;
@@ -40,10 +41,16 @@ pub fn service_binary(dir: &Path, service: ServiceName) -> Result<PathBuf> {
     }
 }
 
-/// For tests and benchmarks: `$SWITCHBOARD_STACK_BIN_DIR` if set, else builds
-/// the six service binaries in the profile of the running test binary (`cargo
-/// build -p switchboard-<svc> --bins`, a no-op when they are fresh) and
-/// returns their folder. Builds once per process.
+/// For tests and benchmarks: `$SWITCHBOARD_STACK_BIN_DIR` if set; else the
+/// profile folder of the running test binary, after building the six service
+/// binaries there (`cargo build -p switchboard-<svc> --bins`) if one is
+/// missing or older than a source file of the workspace. Builds at most once
+/// per process.
+///
+/// Binaries that are already fresh are not rebuilt on purpose: a `cargo
+/// build` of just these packages unifies dependency features differently from
+/// the `cargo test --workspace` that runs us, and would relink (or recompile)
+/// what that run just built.
 pub fn build_service_binaries() -> Result<PathBuf> {
     static BUILT: Mutex<Option<PathBuf>> = Mutex::new(None);
     if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
@@ -54,6 +61,10 @@ pub fn build_service_binaries() -> Result<PathBuf> {
         return Ok(dir.clone());
     }
     let profile_dir = default_bin_dir()?;
+    if binaries_are_fresh(&profile_dir) {
+        *built = Some(profile_dir.clone());
+        return Ok(profile_dir);
+    }
     let mut command = Command::new(cargo());
     command.arg("build").arg("--quiet");
     for service in ServiceName::ALL {
@@ -90,6 +101,52 @@ pub fn build_service_binaries() -> Result<PathBuf> {
     }
     *built = Some(profile_dir.clone());
     Ok(profile_dir)
+}
+
+/// Whether all six binaries exist in `dir` and none is older than the newest
+/// file of the workspace's sources (`crates/`, `proto/`, the manifests).
+fn binaries_are_fresh(dir: &Path) -> bool {
+    let mut oldest_binary = None;
+    for service in ServiceName::ALL {
+        let Ok(modified) = dir
+            .join(service.binary_name())
+            .metadata()
+            .and_then(|meta| meta.modified())
+        else {
+            return false;
+        };
+        oldest_binary =
+            Some(oldest_binary.map_or(modified, |oldest: SystemTime| oldest.min(modified)));
+    }
+    let Some(oldest_binary) = oldest_binary else {
+        return false;
+    };
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sources = [
+        workspace.join("crates"),
+        workspace.join("proto"),
+        workspace.join("Cargo.toml"),
+        workspace.join("Cargo.lock"),
+    ];
+    // Without the sources (an installed copy) there is nothing to compare.
+    sources
+        .iter()
+        .filter_map(|path| newest_modification(path))
+        .all(|newest| newest <= oldest_binary)
+}
+
+/// The newest modification time of a file or of any file below a folder.
+fn newest_modification(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name() != "target")
+        .filter_map(|entry| newest_modification(&entry.path()))
+        .max()
 }
 
 /// The cargo running us (`cargo test` sets `CARGO`), else the one that built us.
