@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, ValueEnum};
 use switchboard_stack::{
     Console, DEV_USER_EMAIL, DEV_USER_PASSWORD, DependencyPorts, ServiceName, ServicePorts, Stack,
-    StackOptions,
+    StackError, StackOptions,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -120,10 +120,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
         }
     });
-    let stack = starter
+    let started = starter
         .join()
-        .map_err(|_| "the start-up thread panicked".to_owned())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| "the start-up thread panicked".to_owned())?;
+    let stack = match started {
+        Ok(stack) => stack,
+        // What had started was stopped when the start was abandoned.
+        Err(StackError::Interrupted) => {
+            eprintln!("==> stopped before start-up finished");
+            return Ok(ExitCode::from(130));
+        }
+        Err(err) => return Err(err.to_string()),
+    };
     if interrupted {
         stack.stop();
         return Ok(ExitCode::from(130));
