@@ -6,3 +6,4 @@ pub mod clients;
 pub mod load;
 pub mod report;
 pub mod scenarios;
+pub mod suite;

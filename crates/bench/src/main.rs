@@ -1,1 +1,145 @@
-fn main() {}
+//! `switchboard-bench`: see the crate README. The heavy lifting is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use switchboard_bench::load::LoadSpec;
+use switchboard_bench::suite::{self, SuiteOptions};
+
+#[derive(Debug, Parser)]
+#[command(about = "Measure every Switchboard path against the machine's own ceilings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the stack and run every scenario (or those named with --only).
+    All(RunArgs),
+    /// A few hundred requests per scenario: proves every scenario works (CI).
+    Smoke(RunArgs),
+    /// Internal: the bare axum handler the HTTP ceiling is measured on.
+    #[command(hide = true)]
+    ServeBare {
+        #[arg(long)]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Warm-up seconds per scenario (not measured).
+    #[arg(long, default_value_t = 2)]
+    warmup: u64,
+    /// Concurrent connections or in-flight requests.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Open loop: requests per second per scenario (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Concurrency of the login scenario.
+    #[arg(long, default_value_t = 8)]
+    auth_concurrency: usize,
+    /// bcrypt cost of the auth service and the bcrypt ceiling.
+    #[arg(long, default_value_t = 12)]
+    bcrypt_cost: u32,
+    /// Documents per insert_many in the batched store ceiling.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Only scenarios whose names start with one of these (comma-separated),
+    /// e.g. `broker-log,ceiling-store`.
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// Where the service binaries are (default: next to this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+fn options(args: &RunArgs, smoke: bool) -> SuiteOptions {
+    let spec = if smoke {
+        LoadSpec {
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(60),
+            concurrency: args.concurrency.min(16),
+            rate: None,
+            max_requests: Some(300),
+        }
+    } else {
+        LoadSpec {
+            warmup: Duration::from_secs(args.warmup),
+            duration: Duration::from_secs(args.duration),
+            concurrency: args.concurrency,
+            rate: args.rate,
+            max_requests: None,
+        }
+    };
+    SuiteOptions {
+        spec,
+        auth_concurrency: args.auth_concurrency,
+        bcrypt_cost: if smoke {
+            args.bcrypt_cost.min(6)
+        } else {
+            args.bcrypt_cost
+        },
+        batch: args.batch,
+        bin_dir: args.bin_dir.clone(),
+        only: args.only.clone(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (args, smoke) = match cli.command {
+        Command::ServeBare { listen } => {
+            return match switchboard_bench::ceilings::serve_bare(listen).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("serve-bare: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::All(args) => (args, false),
+        Command::Smoke(args) => (args, true),
+    };
+    let report = match suite::run(options(&args, smoke)).await {
+        Ok(report) => report,
+        Err(err) => {
+            eprintln!("bench: {err:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", report.to_text());
+    if let Some(path) = &args.json {
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(path, json));
+        if let Err(err) = written {
+            eprintln!("bench: cannot write {}: {err}", path.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    // A smoke run proves every scenario works: any error fails it.
+    let failed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|row| row.errors > 0 || (!row.unit.is_empty() && row.ok == 0))
+        .map(|row| row.scenario.as_str())
+        .collect();
+    if smoke && !failed.is_empty() {
+        eprintln!("bench: smoke run failed in: {}", failed.join(", "));
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

@@ -125,6 +125,24 @@ impl Report {
         }
     }
 
+    /// Adds "N% of <reference>" to the notes of row `scenario` (a second comparison).
+    pub fn note_ratio(&mut self, scenario: &str, reference: &str) {
+        let Some(base) = self
+            .rows
+            .iter()
+            .find(|row| row.scenario == reference)
+            .map(|row| row.throughput)
+        else {
+            return;
+        };
+        if let Some(row) = self.rows.iter_mut().find(|row| row.scenario == scenario)
+            && base > 0.0
+        {
+            let percent = row.throughput / base * 100.0;
+            row.notes.push(format!("{percent:.0}% of {reference}"));
+        }
+    }
+
     pub fn to_text(&self) -> String {
         let mut out = String::new();
         out.push_str(&format!(

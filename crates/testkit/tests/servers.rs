@@ -392,7 +392,6 @@ mod rabbitmq {
             beam_pid,
         ];
         let dir = first.dir().to_path_buf();
-        let ports = [first.amqp_port(), first.dist_port(), first.epmd_port()];
         assert!(pids.iter().all(|pid| process_alive(*pid)));
         drop(first);
         for pid in pids {
@@ -402,7 +401,8 @@ mod rabbitmq {
             );
         }
         assert!(!dir.exists(), "{} was not removed", dir.display());
-        assert!(ports.iter().all(|port| port_closed(*port)));
+        // Its ports are not checked: with every process proven gone they are
+        // free, and a test running in parallel may already have taken one.
         assert!(
             second.rabbitmqctl(&["status"]).is_ok(),
             "the other node is untouched"

@@ -1,0 +1,391 @@
+//! One run of everything: start the stack on loopback (temporary folder, free
+//! ports), measure the ceilings and every scenario on it, measure the
+//! footprint, and compute each path's ratio to its ceiling.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow};
+use switchboard_stack::{ServiceName, Stack, StackOptions};
+
+use crate::ceilings;
+use crate::load::LoadSpec;
+use crate::report::{Machine, Report, Row};
+use crate::scenarios::{self, BROKER_VIAS, LOGGER_DOORS, Targets};
+
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    pub spec: LoadSpec,
+    /// Concurrency of the login scenario (bcrypt-bound: more only adds queueing).
+    pub auth_concurrency: usize,
+    pub bcrypt_cost: u32,
+    /// Documents per `insert_many` in the batched store ceiling.
+    pub batch: usize,
+    /// Where the service binaries are (default: next to this executable).
+    pub bin_dir: Option<PathBuf>,
+    /// Scenario names to run (`None`: all).
+    pub only: Option<Vec<String>>,
+}
+
+impl SuiteOptions {
+    fn wants(&self, scenario: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|name| scenario.starts_with(name.as_str())))
+    }
+}
+
+const SERVICES: [ServiceName; 6] = [
+    ServiceName::Logger,
+    ServiceName::Mail,
+    ServiceName::Auth,
+    ServiceName::Listener,
+    ServiceName::Broker,
+    ServiceName::Frontend,
+];
+
+fn stack_options(options: &SuiteOptions) -> StackOptions {
+    let mut stack = StackOptions::temporary()
+        .seed_user(true)
+        .rabbitmq_management(false);
+    if let Some(dir) = &options.bin_dir {
+        stack = stack.bin_dir(dir);
+    }
+    // Measure the gateway, not the rate limiter's rejections.
+    stack = stack.setting(ServiceName::Broker, "limits.rate_per_second", 0);
+    stack = stack.setting(
+        ServiceName::Auth,
+        "security.bcrypt_cost",
+        options.bcrypt_cost,
+    );
+    for service in SERVICES {
+        // One INFO line per request would measure the log pipe, not the service.
+        stack = stack.setting(service, "runtime.log_filter", "warn");
+    }
+    stack
+}
+
+fn targets(stack: &Stack) -> anyhow::Result<Targets> {
+    let addr = |service, socket| {
+        stack
+            .socket_addr(service, socket)
+            .ok_or_else(|| anyhow!("the stack has no {socket} socket for {service:?}"))
+    };
+    Ok(Targets {
+        broker: addr(ServiceName::Broker, "http")?,
+        logger_http: addr(ServiceName::Logger, "http")?,
+        logger_rpc: stack.logger_rpc_addr(),
+        logger_grpc_url: stack.logger_grpc_url(),
+        mongodb_url: stack
+            .mongodb_url()
+            .ok_or_else(|| anyhow!("no MongoDB in the stack"))?,
+        logs_database: "logs".to_owned(),
+        amqp_url: stack
+            .amqp_url()
+            .ok_or_else(|| anyhow!("no RabbitMQ in the stack"))?,
+    })
+}
+
+/// Resident set size of a process, in KiB, from `/proc`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with("VmRSS:"))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kib| kib.parse().ok())
+}
+
+fn rss_notes(stack: &Stack, when: &str) -> Vec<String> {
+    SERVICES
+        .iter()
+        .map(
+            |&service| match stack.service_pid(service).and_then(rss_kib) {
+                Some(kib) => format!("{when}: {service:?} RSS {:.1} MiB", kib as f64 / 1024.0),
+                None => format!("{when}: {service:?} RSS unknown (not running)"),
+            },
+        )
+        .collect()
+}
+
+/// The bare axum ceiling runs in a process of its own, like a real service.
+struct BareServer {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl BareServer {
+    fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let child = Command::new(std::env::current_exe()?)
+            .args(["serve-bare", "--listen", &addr.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .context("start the bare axum server")?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if Instant::now() > deadline {
+                anyhow::bail!("the bare axum server did not listen on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for BareServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Time from the first connection on a socket whose service is not running yet
+/// (started lazily, as systemd socket activation does) to the first response.
+async fn lazy_start(options: &SuiteOptions) -> anyhow::Result<Vec<String>> {
+    let mut stack_options = StackOptions::temporary()
+        .services([ServiceName::Frontend, ServiceName::Logger])
+        .lazy(true)
+        .seed_user(false);
+    if let Some(dir) = &options.bin_dir {
+        stack_options = stack_options.bin_dir(dir);
+    }
+    let stack = tokio::task::spawn_blocking(move || Stack::start(stack_options)).await??;
+    let mut notes = Vec::new();
+    for (service, path) in [
+        (ServiceName::Frontend, "/healthz"),
+        (ServiceName::Logger, "/readyz"),
+    ] {
+        let addr = stack
+            .socket_addr(service, "http")
+            .ok_or_else(|| anyhow!("no http socket for {service:?}"))?;
+        let before = stack.service_pid(service);
+        let started = Instant::now();
+        let reply = reqwest_free_get(addr, path).await?;
+        let elapsed = started.elapsed();
+        notes.push(format!(
+            "lazy start {service:?}: first connection to first response {:.1} ms (was running before: {}; answer: {})",
+            elapsed.as_secs_f64() * 1000.0,
+            before.is_some(),
+            reply.lines().next().unwrap_or("")
+        ));
+        if let Some(kib) = stack.service_pid(service).and_then(rss_kib) {
+            notes.push(format!(
+                "lazy start {service:?}: RSS after first response {:.1} MiB",
+                kib as f64 / 1024.0
+            ));
+        }
+    }
+    tokio::task::spawn_blocking(move || stack.stop()).await?;
+    Ok(notes)
+}
+
+/// A single HTTP/1.1 GET on a fresh connection, returning the raw reply.
+async fn reqwest_free_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut reply)).await??;
+    Ok(reply)
+}
+
+/// Runs the suite and returns the report.
+pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
+    let spec = options.spec;
+    eprintln!("bench: starting the stack (dependency servers and six services) on loopback…");
+    let stack_started = Instant::now();
+    let stack_opts = stack_options(&options);
+    let stack = tokio::task::spawn_blocking(move || Stack::start(stack_opts))
+        .await?
+        .context("start the stack")?;
+    eprintln!(
+        "bench: stack up in {:.1} s",
+        stack_started.elapsed().as_secs_f64()
+    );
+    let targets = targets(&stack)?;
+    let store = stack.mongodb_kind().unwrap_or("unknown").to_owned();
+    let mut report = Report {
+        machine: Machine::detect(&store),
+        rows: Vec::new(),
+    };
+    let idle_rss = rss_notes(&stack, "idle after start");
+    let step = |name: &str| eprintln!("bench: {name}…");
+
+    // Ceilings.
+    if options.wants("ceiling-http") {
+        step("ceiling-http (bare axum handler)");
+        let bare = BareServer::start()?;
+        let bare_targets = Targets {
+            broker: bare.addr,
+            ..targets.clone()
+        };
+        let stats = scenarios::broker_hit(&bare_targets, spec).await;
+        report.rows.push(Row::from_stats(
+            "ceiling-http",
+            "req/s",
+            spec.concurrency,
+            &stats,
+        ));
+    }
+    if options.wants("ceiling-store") {
+        step("ceiling-store-single (insert_one)");
+        let stats = ceilings::store_single(&targets.mongodb_url, spec).await?;
+        report.rows.push(Row::from_stats(
+            "ceiling-store-single",
+            "docs/s",
+            spec.concurrency,
+            &stats,
+        ));
+        step("ceiling-store-batched (insert_many)");
+        let batched_spec = LoadSpec {
+            concurrency: 4.min(spec.concurrency),
+            ..spec
+        };
+        let stats =
+            ceilings::store_batched(&targets.mongodb_url, batched_spec, options.batch).await?;
+        let mut row = Row::from_stats(
+            "ceiling-store-batched",
+            "docs/s",
+            batched_spec.concurrency,
+            &stats,
+        );
+        row.notes.push(format!(
+            "{} documents per insert_many; latency is per batch",
+            options.batch
+        ));
+        report.rows.push(row);
+    }
+    if options.wants("ceiling-bcrypt") {
+        step("ceiling-bcrypt");
+        let threads = report.machine.cpus;
+        let stats = ceilings::bcrypt_verifies(options.bcrypt_cost, threads, spec).await?;
+        let mut row = Row::from_stats("ceiling-bcrypt", "verifies/s", threads, &stats);
+        row.notes.push(format!(
+            "cost {} on {threads} blocking threads",
+            options.bcrypt_cost
+        ));
+        report.rows.push(row);
+    }
+    if options.wants("ceiling-amqp") {
+        step("ceiling-amqp (lapin publish+confirm, consume+ack)");
+        let stats = ceilings::amqp_confirm_ack(&targets.amqp_url, spec).await?;
+        let mut row = Row::from_stats("ceiling-amqp", "msgs/s", spec.concurrency, &stats);
+        row.notes.push(
+            "durable quorum queue, persistent messages; latency is publish to consume".into(),
+        );
+        report.rows.push(row);
+    }
+
+    // Scenarios through the system.
+    if options.wants("broker-hit") {
+        step("broker-hit");
+        let stats = scenarios::broker_hit(&targets, spec).await;
+        report.rows.push(Row::from_stats(
+            "broker-hit",
+            "req/s",
+            spec.concurrency,
+            &stats,
+        ));
+    }
+    for door in LOGGER_DOORS {
+        let name = format!("logger-direct-{door}");
+        if options.wants(&name) {
+            step(&name);
+            let stats = scenarios::logger_direct(&targets, door, spec).await?;
+            report
+                .rows
+                .push(Row::from_stats(&name, "req/s", spec.concurrency, &stats));
+        }
+    }
+    for via in BROKER_VIAS {
+        let name = format!("broker-log-{via}");
+        if !options.wants(&name) {
+            continue;
+        }
+        step(&name);
+        if via == "amqp" {
+            let outcome = scenarios::broker_log_amqp(&targets, spec).await?;
+            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &outcome.accepted);
+            row.notes.push(format!(
+                "accepted {} (202), stored {}, lost {}, duplicated {}; backlog drained {:.2} s after the run",
+                outcome.accepted.ok,
+                outcome.stored,
+                outcome.lost,
+                outcome.duplicated,
+                outcome.drain_time.as_secs_f64()
+            ));
+            row.notes.push(format!(
+                "end to end (202 -> readable in the store), {} sampled events: p50 {:.1} ms, p99 {:.1} ms, {} not seen",
+                outcome.end_to_end.ok,
+                outcome.end_to_end.percentile_ms(0.5),
+                outcome.end_to_end.percentile_ms(0.99),
+                outcome.end_to_end.errors
+            ));
+            report.rows.push(row);
+        } else {
+            let stats = scenarios::broker_log(&targets, via, spec).await;
+            report
+                .rows
+                .push(Row::from_stats(&name, "req/s", spec.concurrency, &stats));
+        }
+    }
+    if options.wants("broker-auth") {
+        step("broker-auth");
+        let auth_spec = LoadSpec {
+            concurrency: options.auth_concurrency,
+            ..spec
+        };
+        let stats = scenarios::broker_auth(&targets, auth_spec).await;
+        report.rows.push(Row::from_stats(
+            "broker-auth",
+            "req/s",
+            auth_spec.concurrency,
+            &stats,
+        ));
+    }
+
+    if options.wants("footprint") {
+        step("footprint");
+        let mut notes = idle_rss;
+        notes.extend(rss_notes(&stack, "after the load"));
+        match lazy_start(&options).await {
+            Ok(lazy) => notes.extend(lazy),
+            Err(err) => notes.push(format!("lazy start not measured: {err:#}")),
+        }
+        report.rows.push(Row::facts("footprint", notes));
+    }
+    tokio::task::spawn_blocking(move || stack.stop()).await?;
+
+    for (scenario, ceiling) in [
+        ("broker-hit", "ceiling-http"),
+        ("broker-log-rpc", "ceiling-store-single"),
+        ("broker-log-grpc", "ceiling-store-single"),
+        ("broker-log-http", "ceiling-store-single"),
+        ("logger-direct-rpc", "ceiling-store-single"),
+        ("logger-direct-grpc", "ceiling-store-single"),
+        ("logger-direct-http", "ceiling-store-single"),
+        ("broker-log-amqp", "ceiling-amqp"),
+        ("broker-auth", "ceiling-bcrypt"),
+    ] {
+        report.compare(scenario, ceiling);
+    }
+    for (scenario, reference) in [
+        ("broker-log-rpc", "logger-direct-rpc"),
+        ("broker-log-grpc", "logger-direct-grpc"),
+        ("broker-log-http", "broker-log-rpc"),
+    ] {
+        report.note_ratio(scenario, reference);
+    }
+    Ok(report)
+}
