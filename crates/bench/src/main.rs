@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use switchboard_bench::load::LoadSpec;
 use switchboard_bench::suite::{self, SuiteOptions};
+use switchboard_stack::ServiceName;
 
 #[derive(Debug, Parser)]
 #[command(about = "Measure every Switchboard path against the machine's own ceilings")]
@@ -60,6 +61,10 @@ struct RunArgs {
     /// Where the service binaries are (default: next to this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// A service setting for this run, `SERVICE.SECTION.KEY=VALUE`, e.g.
+    /// `listener.amqp.prefetch=256` (repeatable).
+    #[arg(long = "set", value_parser = parse_setting)]
+    settings: Vec<(ServiceName, String, String)>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -94,7 +99,17 @@ fn options(args: &RunArgs, smoke: bool) -> SuiteOptions {
         batch: args.batch,
         bin_dir: args.bin_dir.clone(),
         only: args.only.clone(),
+        settings: args.settings.clone(),
     }
+}
+
+fn parse_setting(text: &str) -> Result<(ServiceName, String, String), String> {
+    let invalid =
+        || format!("{text:?}: expected SERVICE.SECTION.KEY=VALUE, e.g. listener.amqp.prefetch=256");
+    let (path, value) = text.split_once('=').ok_or_else(invalid)?;
+    let (service, key) = path.split_once('.').ok_or_else(invalid)?;
+    let service: ServiceName = service.parse().map_err(|err| format!("{text:?}: {err}"))?;
+    Ok((service, key.to_owned(), value.to_owned()))
 }
 
 #[tokio::main]

@@ -59,7 +59,7 @@ impl Default for Amqp {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             exchange: "logs_topic".to_owned(),
             queue: "logs".to_owned(),
-            prefetch: 64,
+            prefetch: 256,
             delivery_limit: 10,
             dead_letter_exchange: "logs_topic.dlx".to_owned(),
             dead_letter_queue: "logs.dead".to_owned(),
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(settings.amqp.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
         assert_eq!(settings.amqp.exchange, "logs_topic");
         assert_eq!(settings.amqp.queue, "logs");
-        assert_eq!(settings.amqp.prefetch, 64);
+        assert_eq!(settings.amqp.prefetch, 256);
         assert_eq!(settings.amqp.delivery_limit, 10);
         assert_eq!(settings.amqp.dead_letter_exchange, "logs_topic.dlx");
         assert_eq!(settings.amqp.dead_letter_queue, "logs.dead");
