@@ -247,8 +247,9 @@ fn readyz() {}
 
 /// `/readyz`: the broker is useful while at least one downstream answers
 /// (downstreams are socket-activated and start on demand, so one that is
-/// down now is not a reason to take the gateway out of service).
-pub async fn readiness(downstreams: &Downstreams) -> Result<(), String> {
+/// down now is not a reason to take the gateway out of service); the ones that
+/// do not answer are named in the message either way.
+pub async fn readiness(downstreams: &Downstreams) -> Result<String, String> {
     let statuses = downstreams.reachability().await;
     if statuses.iter().any(|status| status.reachable) {
         let down: Vec<String> = statuses
@@ -256,10 +257,11 @@ pub async fn readiness(downstreams: &Downstreams) -> Result<(), String> {
             .filter(|status| !status.reachable)
             .map(|status| format!("{} ({}): {}", status.name, status.address, status.detail))
             .collect();
-        if !down.is_empty() {
-            tracing::debug!(unreachable = %down.join("; "), "ready, with some downstreams unreachable");
+        if down.is_empty() {
+            return Ok("ready; every downstream answers".to_owned());
         }
-        return Ok(());
+        tracing::debug!(unreachable = %down.join("; "), "ready, with some downstreams unreachable");
+        return Ok(format!("ready; unreachable: {}", down.join("; ")));
     }
     Err(format!(
         "no downstream is reachable: {}",

@@ -41,7 +41,13 @@ pub fn router(ingest: Ingest, store: Store, max_read_limit: u32) -> Router {
     let readiness_store = store.clone();
     let readiness: ReadinessCheck = Arc::new(move || {
         let store = readiness_store.clone();
-        Box::pin(async move { store.ping().await.map_err(|err| format!("mongodb: {err}")) })
+        Box::pin(async move {
+            store
+                .ping()
+                .await
+                .map(|()| "ready; mongodb: ok".to_owned())
+                .map_err(|err| format!("mongodb: {err}"))
+        })
     });
     let door = Door {
         ingest,

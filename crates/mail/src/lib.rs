@@ -118,6 +118,7 @@ fn readiness(state: Arc<AppState>) -> ReadinessCheck {
                 .mailer
                 .test_connection()
                 .await
+                .map(|()| "ready; smtp: ok".to_owned())
                 .map_err(|err| err.to_string())
         })
     })

@@ -159,14 +159,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .map_err(|err| ApiError::bad_request(format!("invalid JSON body: {err}")))
 }
 
-/// What `/readyz` asks: `Ok` when the service's dependencies answer, else the
-/// name of the one that does not and why.
+/// What `/readyz` asks: `Ok(detail)` when the service's dependencies answer
+/// (the detail, e.g. the state of optional dependencies, becomes the message),
+/// else the name of the one that does not and why.
 pub type ReadinessCheck =
-    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>> + Send + Sync>;
 
 /// A readiness check that always passes (services without dependencies).
 pub fn always_ready() -> ReadinessCheck {
-    Arc::new(|| Box::pin(async { Ok(()) }))
+    Arc::new(|| Box::pin(async { Ok("ready".to_owned()) }))
 }
 
 /// `/healthz` (the process serves requests) and `/readyz` (dependencies answer).
@@ -182,7 +183,7 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: ReadinessCheck
                 let readiness = readiness.clone();
                 async move {
                     match readiness().await {
-                        Ok(()) => reply(StatusCode::OK, Envelope::ok("ready")),
+                        Ok(detail) => reply(StatusCode::OK, Envelope::ok(detail)),
                         Err(why) => {
                             ApiError::unavailable(format!("not ready: {why}")).into_response()
                         }
@@ -365,6 +366,17 @@ mod tests {
             .await
             .expect("send");
         assert_eq!(propagated.headers()[REQUEST_ID_HEADER], "abc-123");
+    }
+
+    #[tokio::test]
+    async fn readiness_reports_its_detail_when_ready() {
+        let detailed: ReadinessCheck =
+            Arc::new(|| Box::pin(async { Ok("ready; amqp: reconnecting".to_owned()) }));
+        let base = spawn(app(detailed)).await;
+        let response = reqwest::get(format!("{base}/readyz")).await.expect("send");
+        assert_eq!(response.status(), 200);
+        let envelope: Envelope = response.json().await.expect("json");
+        assert_eq!(envelope.message, "ready; amqp: reconnecting");
     }
 
     #[tokio::test]
