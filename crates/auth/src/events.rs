@@ -395,7 +395,11 @@ impl Publisher {
             });
         let limit = self.settings.publish_timeout();
         let setup = async {
-            let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
+            let connection = Connection::connect(
+                &switchboard_runtime::amqp::with_default_frame_max(&self.settings.amqp_url),
+                properties,
+            )
+            .await?;
             let channel = connection.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())

@@ -81,11 +81,11 @@ pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<
     let amqp = &context.amqp;
     let properties = ConnectionProperties::default()
         .with_connection_name(LongString::from("switchboard-listener"));
-    let connection =
-        tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&amqp.url, properties))
-            .await
-            .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|err| SessionError::Connect(err.to_string()))?;
+    let url = switchboard_runtime::amqp::with_default_frame_max(&amqp.url);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, properties))
+        .await
+        .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
+        .map_err(|err| SessionError::Connect(err.to_string()))?;
 
     let outcome = consume(context, &connection, progress).await;
     // Unacknowledged deliveries are requeued by RabbitMQ when the connection

@@ -7,6 +7,7 @@
 //! connects to its dependencies, builds its routers and hands them the listeners
 //! it took from [`listen::Listeners`].
 
+pub mod amqp;
 pub mod config;
 pub mod http;
 pub mod lifecycle;
