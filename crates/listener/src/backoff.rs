@@ -341,7 +341,12 @@ mod tests {
         let probe = breaker.pass().await;
         assert_eq!(probe.pass(), Pass::Probe);
         let second = probe.failed().expect("probe failure counts");
-        assert!(second > first * 3 / 2, "{first:?} then {second:?}");
+        // Each delay is its base ±20 %: 1 s then 2 s, so [0.8, 1.2) then
+        // [1.6, 2.4). Comparing the two delays with each other could not tell
+        // doubling from jitter (ratios overlap), comparing with the bases can.
+        let secs = |delay: Duration| delay.as_secs_f64();
+        assert!((0.8..1.2).contains(&secs(first)), "{first:?}");
+        assert!((1.6..2.4).contains(&secs(second)), "{first:?} then {second:?}");
         assert!(breaker.is_shut());
         let probe = breaker.pass().await;
         assert_eq!(probe.pass(), Pass::Probe);
