@@ -23,6 +23,7 @@ use crate::payload::{
     DownstreamStatus, DownstreamsReply, HandleReplySchema, LogGrpcBodySchema, LogPayload, LogVia,
     Reply, RequestPayload,
 };
+use switchboard_wire::MAX_ID_BYTES;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -166,9 +167,27 @@ async fn log(
     if entry.name.trim().is_empty() {
         return Err(ApiError::bad_request("log.name must not be empty"));
     }
+    // Checked here, not only by the logger: over AMQP a bad id would be
+    // accepted with 202 and then refused by the logger, after the client left.
+    if let Some(id) = &entry.id {
+        if id.is_empty() {
+            return Err(ApiError::bad_request("log.id must not be empty when given"));
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "log.id is {} bytes long; the limit is {MAX_ID_BYTES} bytes",
+                id.len()
+            )));
+        }
+        if id.chars().any(|c| !c.is_ascii_graphic()) {
+            return Err(ApiError::bad_request(
+                "log.id must be visible ASCII (no spaces or control characters)",
+            ));
+        }
+    }
     state
         .downstreams
-        .log(entry.name, entry.data, via, request_id)
+        .log(entry.name, entry.data, entry.id, via, request_id)
         .await?;
     Ok(reply(StatusCode::ACCEPTED, Envelope::ok("logged")))
 }

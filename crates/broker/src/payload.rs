@@ -44,6 +44,13 @@ pub struct LogPayload {
     /// The transport to the logger; the broker's `downstream.default_log_via` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub via: Option<LogVia>,
+    /// Idempotency id chosen by the client (1 to 256 bytes): the entry is
+    /// stored under it, so a request repeated with the same id (a retry after
+    /// a lost reply) is stored once, over every transport. When absent the
+    /// broker picks a fresh UUID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "0192f3c4-5b6a-7c8d-9e0f-1a2b3c4d5e6f")]
+    pub id: Option<String>,
 }
 
 /// A mail forwarded to the mail service.

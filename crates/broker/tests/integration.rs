@@ -75,6 +75,48 @@ async fn every_log_transport_lands_a_document() {
     stack.stop().await;
 }
 
+/// A client's `id` makes a repeated request a no-op on every transport, and
+/// the entry is stored under it (over AMQP it is the message id the listener
+/// hands on; over gRPC it travels in metadata, the proto being the original's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_id_stores_a_repeated_log_once_on_every_transport() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options {
+        listener: true,
+        ..Options::default()
+    })
+    .await;
+    stack.wait_for_rabbitmq().await;
+    let mut sent = Vec::new();
+    for via in ["rpc", "grpc", "http", "amqp"] {
+        let name = unique_name(&format!("client_id_{via}"));
+        let id = unique_name(&format!("id-{via}"));
+        let body =
+            json!({"action": "log", "log": {"name": name, "data": via, "via": via, "id": id}});
+        for attempt in 0..3 {
+            let (status, reply) = post_until_queue_exists(&stack, body.clone()).await;
+            assert_eq!(status, 202, "via {via}, attempt {attempt}: {reply}");
+        }
+        sent.push((name, id));
+    }
+    for (name, id) in sent {
+        let entries = stack.wait_for_log(&name).await;
+        // Give a second copy time to arrive (the AMQP path is asynchronous).
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let entries_later = stack.wait_for_log(&name).await;
+        assert_eq!(entries.len(), 1, "{name}: {entries:?}");
+        assert_eq!(entries_later.len(), 1, "{name}: {entries_later:?}");
+        assert_eq!(
+            entries[0]["id"],
+            json!(id),
+            "{name}: stored under the client's id"
+        );
+    }
+    stack.stop().await;
+}
+
 /// The listener declares its queue when it connects; until then a mandatory
 /// publish comes back unroutable (502). Only that case is retried.
 async fn post_until_queue_exists(stack: &Stack, body: Value) -> (u16, Value) {
@@ -187,6 +229,18 @@ async fn bad_input_is_400_with_a_reason() {
             "unknown variant `pigeon`",
         ),
         (log_action(" ", "y", None), "log.name must not be empty"),
+        (
+            json!({"action": "log", "log": {"name": "x", "data": "y", "id": ""}}),
+            "log.id must not be empty when given",
+        ),
+        (
+            json!({"action": "log", "log": {"name": "x", "data": "y", "id": "i".repeat(257), "via": "amqp"}}),
+            "log.id is 257 bytes long; the limit is 256 bytes",
+        ),
+        (
+            json!({"action": "log", "log": {"name": "x", "data": "y", "id": "a b"}}),
+            "log.id must be visible ASCII",
+        ),
         // The downstreams' own validation passes through with their message.
         (
             log_action(&"n".repeat(300), "y", Some("rpc")),

@@ -6,9 +6,7 @@
 
 use crate::settings::Limits;
 
-/// Longest accepted idempotency id. Ids are message ids or UUIDs; anything
-/// much longer is a client bug, and `_id` values are indexed.
-pub const MAX_ID_BYTES: usize = 256;
+pub use switchboard_wire::MAX_ID_BYTES;
 
 /// Why an entry was refused; the message is what the client sees.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::http::REQUEST_ID_HEADER;
+use switchboard_wire::LOG_ID_METADATA;
 use switchboard_wire::proto::log_service_server::{LogService, LogServiceServer};
 use switchboard_wire::proto::{LogRequest, LogResponse};
 
@@ -42,6 +43,16 @@ impl LogService for GrpcDoor {
             .and_then(|value| value.to_str().ok())
             .unwrap_or("-")
             .to_owned();
+        // Not in the message (the original proto has no field for it), so an
+        // old client simply sends none.
+        let id = match request.metadata().get(LOG_ID_METADATA) {
+            None => None,
+            Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "invalid log entry: {LOG_ID_METADATA} must be visible ASCII"
+                ))
+            })?),
+        };
         let span = tracing::info_span!("grpc", method = "WriteLog", request_id = %request_id);
         async move {
             let Some(log) = request.into_inner().log_entry else {
@@ -49,7 +60,7 @@ impl LogService for GrpcDoor {
                     "invalid log entry: logEntry is missing",
                 ));
             };
-            match self.ingest.log(log.name, log.data, None).await {
+            match self.ingest.log(log.name, log.data, id).await {
                 Ok(entry) => {
                     tracing::debug!(name = entry.name(), "logged");
                     Ok(Response::new(LogResponse {

@@ -15,6 +15,14 @@ pub mod rpc;
 
 use serde::{Deserialize, Serialize};
 
+/// Longest accepted idempotency id. Ids are message ids or UUIDs; anything
+/// much longer is a client bug, and `_id` values are indexed.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// gRPC metadata key carrying a log entry's idempotency id: the original
+/// `logs.proto` has no field for it, and stays unchanged.
+pub const LOG_ID_METADATA: &str = "x-log-id";
+
 /// One log entry as producers send it. `id` is an optional idempotency key
 /// (e.g. an AMQP message id): a repeated write with the same id is stored once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

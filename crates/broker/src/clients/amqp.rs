@@ -182,10 +182,13 @@ impl AmqpPublisher {
             })
             .enable_auto_recover();
         let open = async {
-            let connection =
-                Connection::connect_with_runtime(&self.url, properties, lapin_runtime()?)
-                    .await
-                    .map_err(|err| error_chain(&err))?;
+            let connection = Connection::connect_with_runtime(
+                &switchboard_runtime::amqp::with_default_frame_max(&self.url),
+                properties,
+                lapin_runtime()?,
+            )
+            .await
+            .map_err(|err| error_chain(&err))?;
             let channel = connection
                 .create_channel()
                 .await

@@ -8,6 +8,7 @@ use std::time::Duration;
 use switchboard_runtime::http::REQUEST_ID_HEADER;
 use switchboard_wire::proto::log_service_client::LogServiceClient;
 use switchboard_wire::proto::{Log, LogRequest};
+use switchboard_wire::{LOG_ID_METADATA, LogEntry};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
@@ -46,10 +47,10 @@ impl GrpcLogger {
     /// Stores a log entry through `WriteLog`.
     pub async fn log(
         &self,
-        name: String,
-        data: String,
+        entry: LogEntry,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
+        let LogEntry { name, data, id } = entry;
         let mut request = tonic::Request::new(LogRequest {
             log_entry: Some(Log { name, data }),
         });
@@ -57,6 +58,9 @@ impl GrpcLogger {
         request.set_timeout(self.timeout);
         if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
+        }
+        if let Some(id) = id.and_then(|id| MetadataValue::try_from(id).ok()) {
+            request.metadata_mut().insert(LOG_ID_METADATA, id);
         }
         let mut client = self.client.clone();
         match tokio::time::timeout(self.timeout, client.write_log(request)).await {

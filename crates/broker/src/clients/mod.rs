@@ -120,22 +120,24 @@ impl Downstreams {
     }
 
     /// Stores a log entry through the chosen transport. Every entry gets an
-    /// idempotency id, so a retry after a broken connection is stored once.
+    /// idempotency id (the client's, else a fresh UUID), so a retry after a
+    /// broken connection is stored once.
     pub async fn log(
         &self,
         name: String,
         data: String,
+        id: Option<String>,
         via: LogVia,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
         let entry = LogEntry {
             name,
             data,
-            id: Some(uuid::Uuid::now_v7().to_string()),
+            id: Some(id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())),
         };
         match via {
             LogVia::Rpc => self.rpc.log(entry, request_id).await,
-            LogVia::Grpc => self.grpc.log(entry.name, entry.data, request_id).await,
+            LogVia::Grpc => self.grpc.log(entry, request_id).await,
             LogVia::Http => self.log_http(&entry, request_id).await,
             LogVia::Amqp => self.amqp.publish(&entry, request_id).await,
         }
