@@ -3,6 +3,7 @@
 
 pub mod ceilings;
 pub mod clients;
+pub mod cpu;
 pub mod load;
 pub mod report;
 pub mod scenarios;

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use crate::cpu::CpuUsage;
 use crate::load::RunStats;
 
 /// One measured line of the table.
@@ -27,6 +28,9 @@ pub struct Row {
     /// Free-form facts (lost/duplicated counts, RSS, start times…).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// Cores each process kept busy while the scenario ran (warm-up included).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUsage>,
 }
 
 impl Row {
@@ -45,7 +49,24 @@ impl Row {
             versus: None,
             ratio: None,
             notes: Vec::new(),
+            cpu: None,
         }
+    }
+
+    /// Records where the CPU went while `operations` (warm-up included) were
+    /// done, and what that costs per operation.
+    pub fn attach_cpu(&mut self, usage: CpuUsage, operations: u64) {
+        self.notes.push(usage.note());
+        if let (Some(us), Some(rate)) = (
+            usage.machine_us_per(operations),
+            usage.cpu_bound_rate(operations),
+        ) {
+            self.notes.push(format!(
+                "machine CPU per operation: {us:.0} µs; at that cost {} cores cap this path at {rate:.0} {}",
+                usage.cpus, self.unit
+            ));
+        }
+        self.cpu = Some(usage);
     }
 
     /// A row that only carries facts (footprint).
@@ -64,6 +85,7 @@ impl Row {
             versus: None,
             ratio: None,
             notes,
+            cpu: None,
         }
     }
 }

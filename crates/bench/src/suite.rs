@@ -11,6 +11,7 @@ use anyhow::{Context as _, anyhow};
 use switchboard_stack::{ServiceName, Stack, StackOptions};
 
 use crate::ceilings;
+use crate::cpu::{CpuMeter, Tracked};
 use crate::load::LoadSpec;
 use crate::report::{Machine, Report, Row};
 use crate::scenarios::{self, BROKER_VIAS, LOGGER_DOORS, Targets};
@@ -53,6 +54,11 @@ fn stack_options(options: &SuiteOptions) -> StackOptions {
     let mut stack = StackOptions::temporary()
         .seed_user(true)
         .rabbitmq_management(false);
+    // The services' logs on stderr, e.g. with `--set logger.runtime.log_filter=debug`
+    // to see the logger's batch sizes.
+    if std::env::var_os("SWITCHBOARD_BENCH_CONSOLE").is_some() {
+        stack = stack.console(switchboard_stack::Console { color: false });
+    }
     if let Some(dir) = &options.bin_dir {
         stack = stack.bin_dir(dir);
     }
@@ -92,6 +98,48 @@ fn targets(stack: &Stack) -> anyhow::Result<Targets> {
             .amqp_url()
             .ok_or_else(|| anyhow!("no RabbitMQ in the stack"))?,
     })
+}
+
+/// Every process whose CPU a scenario is charged with: the load generator
+/// (this process), the six services and the dependency servers.
+fn tracked(stack: &Stack) -> Vec<Tracked> {
+    let mut tracked = vec![Tracked {
+        label: "load generator".into(),
+        pid: std::process::id(),
+    }];
+    for service in SERVICES {
+        if let Some(pid) = stack.service_pid(service) {
+            tracked.push(Tracked {
+                label: format!("{service:?}").to_lowercase(),
+                pid,
+            });
+        }
+    }
+    let dependencies = [
+        ("rabbitmq", stack.rabbitmq().and_then(|server| server.pid())),
+        (
+            stack.mongodb_kind().unwrap_or("store"),
+            stack.mongodb().and_then(|server| server.pid()),
+        ),
+        (
+            "postgresql",
+            stack.postgres().and_then(|server| server.pid()),
+        ),
+        ("mailhog", stack.mailhog().and_then(|server| server.pid())),
+        (
+            "epmd",
+            stack.rabbitmq().and_then(|server| server.epmd_pid()),
+        ),
+    ];
+    for (label, pid) in dependencies {
+        if let Some(pid) = pid {
+            tracked.push(Tracked {
+                label: label.to_owned(),
+                pid,
+            });
+        }
+    }
+    tracked
 }
 
 /// Resident set size of a process, in KiB, from `/proc`.
@@ -235,28 +283,30 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
             broker: bare.addr,
             ..targets.clone()
         };
+        let mut processes = tracked(&stack);
+        processes.push(Tracked {
+            label: "bare axum".into(),
+            pid: bare.child.id(),
+        });
+        let meter = CpuMeter::start(processes);
         let stats = scenarios::broker_hit(&bare_targets, spec).await;
-        report.rows.push(Row::from_stats(
-            "ceiling-http",
-            "req/s",
-            spec.concurrency,
-            &stats,
-        ));
+        let mut row = Row::from_stats("ceiling-http", "req/s", spec.concurrency, &stats);
+        row.attach_cpu(meter.finish(), stats.issued);
+        report.rows.push(row);
     }
     if options.wants("ceiling-store") {
         step("ceiling-store-single (insert_one)");
+        let meter = CpuMeter::start(tracked(&stack));
         let stats = ceilings::store_single(&targets.mongodb_url, spec).await?;
-        report.rows.push(Row::from_stats(
-            "ceiling-store-single",
-            "docs/s",
-            spec.concurrency,
-            &stats,
-        ));
+        let mut row = Row::from_stats("ceiling-store-single", "docs/s", spec.concurrency, &stats);
+        row.attach_cpu(meter.finish(), stats.issued);
+        report.rows.push(row);
         step("ceiling-store-batched (insert_many)");
         let batched_spec = LoadSpec {
             concurrency: 4.min(spec.concurrency),
             ..spec
         };
+        let meter = CpuMeter::start(tracked(&stack));
         let stats =
             ceilings::store_batched(&targets.mongodb_url, batched_spec, options.batch).await?;
         let mut row = Row::from_stats(
@@ -265,6 +315,7 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
             batched_spec.concurrency,
             &stats,
         );
+        row.attach_cpu(meter.finish(), stats.issued);
         row.notes.push(format!(
             "{} documents per insert_many; latency is per batch",
             options.batch
@@ -284,8 +335,10 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
     }
     if options.wants("ceiling-amqp") {
         step("ceiling-amqp (lapin publish+confirm, consume+ack)");
+        let meter = CpuMeter::start(tracked(&stack));
         let stats = ceilings::amqp_confirm_ack(&targets.amqp_url, spec).await?;
         let mut row = Row::from_stats("ceiling-amqp", "msgs/s", spec.concurrency, &stats);
+        row.attach_cpu(meter.finish(), stats.issued);
         row.notes.push(
             "durable quorum queue, persistent messages; latency is publish to consume".into(),
         );
@@ -295,22 +348,21 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
     // Scenarios through the system.
     if options.wants("broker-hit") {
         step("broker-hit");
+        let meter = CpuMeter::start(tracked(&stack));
         let stats = scenarios::broker_hit(&targets, spec).await;
-        report.rows.push(Row::from_stats(
-            "broker-hit",
-            "req/s",
-            spec.concurrency,
-            &stats,
-        ));
+        let mut row = Row::from_stats("broker-hit", "req/s", spec.concurrency, &stats);
+        row.attach_cpu(meter.finish(), stats.issued);
+        report.rows.push(row);
     }
     for door in LOGGER_DOORS {
         let name = format!("logger-direct-{door}");
         if options.wants(&name) {
             step(&name);
+            let meter = CpuMeter::start(tracked(&stack));
             let stats = scenarios::logger_direct(&targets, door, spec).await?;
-            report
-                .rows
-                .push(Row::from_stats(&name, "req/s", spec.concurrency, &stats));
+            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &stats);
+            row.attach_cpu(meter.finish(), stats.issued);
+            report.rows.push(row);
         }
     }
     for via in BROKER_VIAS {
@@ -319,11 +371,13 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
             continue;
         }
         step(&name);
+        let meter = CpuMeter::start(tracked(&stack));
         if via == "amqp" {
             let outcome = scenarios::broker_log_amqp(&targets, spec).await?;
+            let cpu = meter.finish();
             let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &outcome.accepted);
             row.notes.push(format!(
-                "accepted {} (202, warm-up included), stored {}, lost {}, duplicated {}; backlog drained {:.2} s after the run",
+                "accepted {} (202, warm-up included), stored {}, lost {}, duplicated {}; the logger took in the last one {:.2} s after the last 202",
                 outcome.accepted_total,
                 outcome.stored,
                 outcome.lost,
@@ -331,7 +385,7 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
                 outcome.drain_time.as_secs_f64()
             ));
             row.notes.push(format!(
-                "end to end (202 -> readable in the store), {} sampled events: p50 {:.1} ms, p99 {:.1} ms, {} not seen",
+                "end to end (202 -> taken in by the logger, readable once its batch is stored), {} sampled events: p50 {:.1} ms, p99 {:.1} ms, {} not seen",
                 outcome.end_to_end.ok,
                 outcome.end_to_end.percentile_ms(0.5),
                 outcome.end_to_end.percentile_ms(0.99),
@@ -352,14 +406,15 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
             sustained.ok = outcome.stored;
             sustained.errors = outcome.lost + outcome.duplicated;
             sustained.notes.push(
-                "latency: from the broker's 202 until the document is readable (sampled)".into(),
+                "latency: from the broker's 202 until the logger took the event in (sampled, from the documents' created_at)".into(),
             );
+            sustained.attach_cpu(cpu, outcome.accepted_total);
             report.rows.push(sustained);
         } else {
             let stats = scenarios::broker_log(&targets, via, spec).await;
-            report
-                .rows
-                .push(Row::from_stats(&name, "req/s", spec.concurrency, &stats));
+            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &stats);
+            row.attach_cpu(meter.finish(), stats.issued);
+            report.rows.push(row);
         }
     }
     if options.wants("broker-auth") {
@@ -368,13 +423,11 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
             concurrency: options.auth_concurrency,
             ..spec
         };
+        let meter = CpuMeter::start(tracked(&stack));
         let stats = scenarios::broker_auth(&targets, auth_spec).await;
-        report.rows.push(Row::from_stats(
-            "broker-auth",
-            "req/s",
-            auth_spec.concurrency,
-            &stats,
-        ));
+        let mut row = Row::from_stats("broker-auth", "req/s", auth_spec.concurrency, &stats);
+        row.attach_cpu(meter.finish(), stats.issued);
+        report.rows.push(row);
     }
 
     if options.wants("footprint") {
