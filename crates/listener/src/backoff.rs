@@ -346,7 +346,10 @@ mod tests {
         // doubling from jitter (ratios overlap), comparing with the bases can.
         let secs = |delay: Duration| delay.as_secs_f64();
         assert!((0.8..1.2).contains(&secs(first)), "{first:?}");
-        assert!((1.6..2.4).contains(&secs(second)), "{first:?} then {second:?}");
+        assert!(
+            (1.6..2.4).contains(&secs(second)),
+            "{first:?} then {second:?}"
+        );
         assert!(breaker.is_shut());
         let probe = breaker.pass().await;
         assert_eq!(probe.pass(), Pass::Probe);
