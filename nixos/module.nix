@@ -86,6 +86,41 @@ let
   connectAddress = l: "${hostPart (connectHost l.address)}:${toString l.port}";
   httpUrl = l: "http://${connectAddress l}";
   isLoopback = address: lib.hasPrefix "127." address || address == "::1" || address == "localhost";
+  isWildcard = address: address == "0.0.0.0" || address == "::" || address == "";
+
+  # The hosts a client setting names: "amqp://u:p@10.0.0.5:5672/%2f",
+  # "mongodb://a:27017,b:27017/?replicaSet=rs0", "postgres:///db?host=/run/postgresql",
+  # "[::1]:5001", "smtp.example.com". Unix socket paths are left out: they
+  # never leave the host.
+  settingHosts =
+    value:
+    let
+      hasScheme = lib.hasInfix "://" value;
+      afterScheme = if hasScheme then lib.last (lib.splitString "://" value) else value;
+      authority = lib.head (lib.splitString "/" (lib.head (lib.splitString "?" afterScheme)));
+      hostPorts = lib.last (lib.splitString "@" authority);
+      # libpq's `host=` query parameter (a unix directory or a host list).
+      query = lib.optionalString (lib.hasInfix "?" afterScheme) (lib.last (lib.splitString "?" afterScheme));
+      queryHosts = lib.concatMap (
+        pair:
+        lib.optionals (lib.hasPrefix "host=" pair) (lib.splitString "," (lib.removePrefix "host=" pair))
+      ) (lib.splitString "&" query);
+      hostOf =
+        hostPort:
+        if lib.hasPrefix "[" hostPort then
+          lib.head (lib.splitString "]" (lib.removePrefix "[" hostPort))
+        # A bare IPv6 address (several colons) has no port to strip.
+        else if lib.length (lib.splitString ":" hostPort) > 2 then
+          hostPort
+        else
+          lib.head (lib.splitString ":" hostPort);
+    in
+    lib.filter (host: host != "" && !lib.hasPrefix "/" host && !lib.hasPrefix "%2F" host) (
+      map hostOf (lib.splitString "," hostPorts) ++ queryHosts
+    );
+  isIPv4 = host: builtins.match "[0-9]{1,3}(\\.[0-9]{1,3}){3}" host != null;
+  isIPv6 = host: lib.hasInfix ":" host;
+  isAddress = host: isIPv4 host || isIPv6 host;
 
   listenOption =
     name: socket: defaultPort:
@@ -176,14 +211,39 @@ let
 
   mongodbUnit = if cfg.mongodb.server == "ferretdb" then "ferretdb.service" else "mongodb.service";
   pg = config.services.postgresql;
-  rabbitmqUrl = "amqp://guest:guest@${hostPart (connectHost config.services.rabbitmq.listenAddress)}:${toString config.services.rabbitmq.port}/%2f";
+  rabbitmqHost = connectHost config.services.rabbitmq.listenAddress;
+  # RabbitMQ refuses guest anywhere but over loopback (loopback_users).
+  rabbitmqUser = localRabbitmq && (!isLoopback rabbitmqHost || cfg.rabbitmq.passwordFile != null);
+  rabbitmqUrl =
+    let
+      userinfo = if rabbitmqUser then cfg.rabbitmq.user else "guest:guest";
+    in
+    "amqp://${userinfo}@${hostPart rabbitmqHost}:${toString config.services.rabbitmq.port}/%2f";
+
+  # What a browser that loaded the page from this front-end calls: with the
+  # front-end on loopback, the broker's loopback address; exposed, the
+  # broker's own address if it has one a browser can reach. null when only
+  # the operator knows (broker on all addresses, or on loopback only).
+  frontendExposed = !isLoopback cfg.frontend.listen.http.address;
+  brokerAddress = cfg.broker.listen.http.address;
+  pageBrokerUrl =
+    if !enabled "broker" then
+      null
+    else if !frontendExposed then
+      httpUrl cfg.broker.listen.http
+    else if isWildcard brokerAddress || isLoopback brokerAddress then
+      null
+    else
+      httpUrl cfg.broker.listen.http;
 
   # Units a service is ordered after and requires, on this host.
+  rabbitmqUnits =
+    lib.optional localRabbitmq "rabbitmq.service"
+    ++ lib.optional rabbitmqUser "switchboard-rabbitmq-user.service";
   dependencyUnits = {
-    auth =
-      lib.optional localPostgresql "postgresql.target" ++ lib.optional localRabbitmq "rabbitmq.service";
-    broker = lib.optional localRabbitmq "rabbitmq.service";
-    listener = lib.optional localRabbitmq "rabbitmq.service";
+    auth = lib.optional localPostgresql "postgresql.target" ++ rabbitmqUnits;
+    broker = rabbitmqUnits;
+    listener = rabbitmqUnits;
     logger = lib.optional localMongodb mongodbUnit;
     mail = lib.optional localMailhog "mailhog.service";
     frontend = [ ];
@@ -192,16 +252,83 @@ let
   # hasSetting "auth" "database.url": whether that key is set (by anyone).
   hasSetting = name: key: lib.hasAttrByPath (lib.splitString "." key) cfg.${name}.settings;
 
-  # Credentials: the shipped units load them from the credential store when
-  # present; a configured file replaces that source (empty value resets first).
-  credential =
-    id: file:
-    mkIf (file != null) {
+  # Credentials: the shipped units load each from the credential store when
+  # present (the relative source switchboard-<id>). Where a file is
+  # configured, the drop-in resets the list and names every credential of
+  # the unit again, so that setting one file keeps the others' defaults.
+  unitCredentials = {
+    auth = {
+      db-password = cfg.auth.databasePasswordFile;
+      amqp-password = cfg.rabbitmq.passwordFile;
+    };
+    broker.amqp-password = cfg.rabbitmq.passwordFile;
+    listener.amqp-password = cfg.rabbitmq.passwordFile;
+    logger.mongodb-password = cfg.logger.mongodbPasswordFile;
+    mail.smtp-password = cfg.mail.smtpPasswordFile;
+    frontend = { };
+  };
+  credentialConfig =
+    name:
+    let
+      credentials = unitCredentials.${name};
+    in
+    mkIf (lib.any (file: file != null) (lib.attrValues credentials)) {
       LoadCredential = [
         ""
-        "${id}:${file}"
-      ];
+      ]
+      ++ lib.mapAttrsToList (
+        id: file: if file == null then "${id}:switchboard-${id}" else "${id}:${file}"
+      ) credentials;
     };
+  passwordFiles = lib.filter (file: file != null) (
+    lib.concatMap lib.attrValues (lib.attrValues unitCredentials)
+  );
+
+  # The settings in which each service names a host it connects to. Their
+  # addresses are added to the unit's IPAddressAllow=; host names cannot be
+  # (systemd takes addresses and networks only), so they need an allow list
+  # from the operator, which an assertion asks for.
+  clientSettings = {
+    auth = [
+      "database.url"
+      "events.amqp_url"
+    ];
+    broker = [
+      "events.amqp_url"
+      "downstream.auth_url"
+      "downstream.mail_url"
+      "downstream.logger_http_url"
+      "downstream.logger_rpc_addr"
+      "downstream.logger_grpc_url"
+    ];
+    listener = [
+      "amqp.url"
+      "logger.rpc_addr"
+      "logger.http_url"
+    ];
+    logger = [ "mongodb.url" ];
+    mail = [ "smtp.host" ];
+    frontend = [ ];
+  };
+  # [ { key = "smtp.host"; host = "smtp.example.com"; } ... ], loopback left out.
+  remoteHosts =
+    name:
+    lib.concatMap (
+      key:
+      let
+        value = lib.attrByPath (lib.splitString "." key) null cfg.${name}.settings;
+      in
+      map (host: { inherit key host; }) (
+        lib.filter (host: !isLoopback host) (lib.optionals (lib.isString value) (settingHosts value))
+      )
+    ) clientSettings.${name};
+  configuredAllow = name: cfg.ipAddressAllow ++ cfg.${name}.ipAddressAllow;
+  ipAddressAllowFor =
+    name:
+    lib.unique (
+      configuredAllow name ++ map (r: r.host) (lib.filter (r: isAddress r.host) (remoteHosts name))
+    );
+  remoteNames = name: lib.filter (r: !isAddress r.host) (remoteHosts name);
 
   # Every listening address on this host, to catch two sockets on one port.
   allListeners = lib.concatMap (
@@ -271,26 +398,54 @@ in
           "mongodb"
           "ferretdb"
         ];
-        default = "mongodb";
+        default = "ferretdb";
         description = ''
           Which server {option}`services.switchboard.mongodb.createLocally`
-          runs: `mongodb` ({option}`services.mongodb`, package
-          `pkgs.mongodb-ce` by default, which is unfree: allow it with
-          `nixpkgs.config.allowUnfreePredicate`), or `ferretdb`
-          ({option}`services.ferretdb`, SQLite backend) for a fully free system.
+          runs: `ferretdb` ({option}`services.ferretdb`, free software,
+          evaluates on every host), or `mongodb` ({option}`services.mongodb`
+          with package `pkgs.mongodb-ce`, which is unfree (SSPL): allow it
+          with `nixpkgs.config.allowUnfreePredicate` in the host's
+          configuration; the flake's own allowance does not reach it).
         '';
       };
     };
 
-    rabbitmq.createLocally = mkOption {
-      type = types.bool;
-      default = true;
-      description = ''
-        Run RabbitMQ on this host for switchboard-auth, -broker and
-        -listener (user guest, loopback only). Disable to use an existing
-        broker: set `settings.events.amqp_url` of auth and broker and
-        `settings.amqp.url` of the listener.
-      '';
+    rabbitmq = {
+      createLocally = mkOption {
+        type = types.bool;
+        default = true;
+        description = ''
+          Run RabbitMQ on this host for switchboard-auth, -broker and
+          -listener. Over loopback the services connect as `guest`; when
+          {option}`services.rabbitmq.listenAddress` is another address
+          (RabbitMQ lets `guest` in over loopback only), or whenever
+          {option}`services.switchboard.rabbitmq.passwordFile` is set,
+          the module creates the user
+          {option}`services.switchboard.rabbitmq.user` with that password
+          (switchboard-rabbitmq-user.service) and the services connect as
+          that user. Disable to use an existing broker: set
+          `settings.events.amqp_url` of auth and broker and
+          `settings.amqp.url` of the listener (user name in the URL, the
+          password in {option}`services.switchboard.rabbitmq.passwordFile`).
+        '';
+      };
+      user = mkOption {
+        type = types.str;
+        default = "switchboard";
+        description = "RabbitMQ user the module creates for the services (with a password file).";
+      };
+      passwordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/switchboard-amqp-password";
+        description = ''
+          File holding the RabbitMQ password of the services' user, passed
+          to switchboard-auth, -broker and -listener as the systemd
+          credential `amqp-password` (`LoadCredential=`), so it may be
+          readable by root only. It replaces the password of the AMQP URL.
+          Required when the local RabbitMQ is not reached over loopback.
+        '';
+      };
     };
 
     mailhog.createLocally = mkOption {
@@ -324,7 +479,19 @@ in
         '';
       };
     };
-    logger = serviceOptions "logger" serviceDefs.logger;
+    logger = serviceOptions "logger" serviceDefs.logger // {
+      mongodbPasswordFile = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "/run/keys/switchboard-mongodb-password";
+        description = ''
+          File holding the MongoDB password of the user named in
+          `logger.settings.mongodb.url`, passed to switchboard-logger as
+          the systemd credential `mongodb-password` (`LoadCredential=`),
+          so it may be readable by root only.
+        '';
+      };
+    };
     mail = serviceOptions "mail" serviceDefs.mail // {
       smtpPasswordFile = mkOption {
         type = types.nullOr types.str;
@@ -400,13 +567,31 @@ in
           }.";
         }
         {
-          assertion = lib.all (f: f == null || lib.hasPrefix "/" f) [
-            cfg.auth.databasePasswordFile
-            cfg.mail.smtpPasswordFile
-          ];
-          message = "services.switchboard: databasePasswordFile and smtpPasswordFile must be absolute paths.";
+          assertion = lib.all (lib.hasPrefix "/") passwordFiles;
+          message = "services.switchboard: password files (auth.databasePasswordFile, mail.smtpPasswordFile, rabbitmq.passwordFile, logger.mongodbPasswordFile) must be absolute paths.";
         }
-      ];
+        {
+          assertion = !localRabbitmq || isLoopback rabbitmqHost || cfg.rabbitmq.passwordFile != null;
+          message = "services.switchboard: the services reach the local RabbitMQ at ${rabbitmqHost} (services.rabbitmq.listenAddress), not over loopback, where RabbitMQ refuses the guest user: set services.switchboard.rabbitmq.passwordFile to a file holding a password, and the module creates the RabbitMQ user \"${cfg.rabbitmq.user}\" with it.";
+        }
+        (needs "frontend" (!frontendExposed || pageBrokerUrl != null || hasSetting "frontend" "page.broker_url")
+          "listens on ${cfg.frontend.listen.http.address}, so browsers on other machines load the page, and they must reach the broker at an address of this host that the module cannot know (the broker listens on ${brokerAddress}): set services.switchboard.frontend.settings.page.broker_url to the broker's URL as those browsers reach it (e.g. \"http://switchboard.example.org:${toString cfg.broker.listen.http.port}\")."
+        )
+      ]
+      # Host names cannot go into IPAddressAllow=: without an allow list from
+      # the operator, the unit's IPAddressDeny=any drops every packet to them.
+      ++ map (
+        name:
+        let
+          names = remoteNames name;
+        in
+        needs name (names == [ ] || configuredAllow name != [ ])
+          "${
+            lib.concatMapStringsSep ", " (r: "${r.key} names the host \"${r.host}\"") names
+          }, but the unit only reaches localhost (IPAddressDeny=any) and IPAddressAllow= takes addresses and networks, not host names: add the addresses or networks of ${
+            lib.concatMapStringsSep ", " (r: r.host) (lib.unique names)
+          } to services.switchboard.${name}.ipAddressAllow (or services.switchboard.ipAddressAllow), and those of the DNS servers unless names are resolved through localhost (systemd-resolved)."
+      ) (lib.filter (name: serviceDefs.${name}.network) serviceNames);
 
       warnings =
         lib.optional
@@ -450,14 +635,10 @@ in
                 wantedBy = lib.optional (serviceDefs.${name}.sockets == { }) "switchboard.target";
                 restartTriggers = [ (configFile name) ];
                 serviceConfig = mkMerge [
-                  (mkIf serviceDefs.${name}.network (
-                    let
-                      allow = cfg.ipAddressAllow ++ cfg.${name}.ipAddressAllow;
-                    in
-                    mkIf (allow != [ ]) { IPAddressAllow = allow; }
-                  ))
-                  (mkIf (name == "auth") (credential "db-password" cfg.auth.databasePasswordFile))
-                  (mkIf (name == "mail") (credential "smtp-password" cfg.mail.smtpPasswordFile))
+                  (mkIf (serviceDefs.${name}.network && ipAddressAllowFor name != [ ]) {
+                    IPAddressAllow = ipAddressAllowFor name;
+                  })
+                  (credentialConfig name)
                 ];
               }
             else
@@ -514,8 +695,8 @@ in
         rpc_addr = mkDefault (connectAddress cfg.logger.listen.rpc);
         http_url = mkDefault (httpUrl cfg.logger.listen.http);
       };
-      services.switchboard.frontend.settings.page = mkIf (enabled "broker") {
-        broker_url = mkDefault (httpUrl cfg.broker.listen.http);
+      services.switchboard.frontend.settings.page = mkIf (pageBrokerUrl != null) {
+        broker_url = mkDefault pageBrokerUrl;
       };
     }
 
@@ -535,6 +716,38 @@ in
       };
       services.switchboard.auth.settings.database.url =
         mkDefault "postgres:///switchboard-auth?host=/run/postgresql&port=${toString pg.settings.port}&user=switchboard-auth";
+    })
+
+    (mkIf (rabbitmqUser && cfg.rabbitmq.passwordFile != null) {
+      # The services' RabbitMQ user, created (or its password set) from the
+      # password file before any of them connects.
+      systemd.services.switchboard-rabbitmq-user = {
+        description = "Switchboard: the services' RabbitMQ user";
+        after = [ "rabbitmq.service" ];
+        requires = [ "rabbitmq.service" ];
+        partOf = [ "switchboard.target" ];
+        path = [ config.services.rabbitmq.package ];
+        environment.HOME = config.services.rabbitmq.dataDir;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          # rabbitmqctl authenticates to the node with the cookie in HOME.
+          User = "rabbitmq";
+          Group = "rabbitmq";
+          LoadCredential = [ "amqp-password:${cfg.rabbitmq.passwordFile}" ];
+        };
+        # The password travels on stdin, never on a command line.
+        script = ''
+          user=${lib.escapeShellArg cfg.rabbitmq.user}
+          rabbitmqctl await_startup
+          if rabbitmqctl -q list_users | cut -f1 | grep -qxF -- "$user"; then
+            rabbitmqctl change_password "$user" <"$CREDENTIALS_DIRECTORY/amqp-password"
+          else
+            rabbitmqctl add_user "$user" <"$CREDENTIALS_DIRECTORY/amqp-password"
+          fi
+          rabbitmqctl set_permissions -p / "$user" '.*' '.*' '.*'
+        '';
+      };
     })
 
     (mkIf localRabbitmq {
@@ -557,11 +770,32 @@ in
         enable = true;
         settings.FERRETDB_LISTEN_ADDR = mkDefault "127.0.0.1:27017";
       };
+      # FerretDB has no readiness notification (Type=simple): without this,
+      # "started" means "forked", and the logger's first connection races it.
+      systemd.services.ferretdb.postStart =
+        let
+          hostPort = config.services.ferretdb.settings.FERRETDB_LISTEN_ADDR;
+          port = lib.last (lib.splitString ":" hostPort);
+          host = connectHost (lib.removeSuffix ":${port}" hostPort);
+        in
+        ''
+          for _ in $(seq 600); do
+            if (exec 3<>/dev/tcp/${lib.removeSuffix "]" (lib.removePrefix "[" host)}/${port}) 2>/dev/null; then
+              exit 0
+            fi
+            sleep 0.1
+          done
+          echo "FerretDB is not listening on ${hostPort} after 60 s" >&2
+          exit 1
+        '';
       services.switchboard.logger.settings.mongodb.url = mkDefault "mongodb://127.0.0.1:27017";
     })
 
     (mkIf localMailhog {
       services.mailhog.enable = true;
+      # MailHog's sendmail would replace the host's own MTA wrapper; the
+      # services talk SMTP to it and need no sendmail.
+      services.mailhog.setSendmail = mkDefault false;
       services.switchboard.mail.settings.smtp = {
         host = mkDefault "127.0.0.1";
         port = mkDefault config.services.mailhog.smtpPort;

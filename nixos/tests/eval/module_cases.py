@@ -103,7 +103,7 @@ def case_defaults(c):
         c.check(f"switchboard/{name}.toml" in out["environment"]["etc"], f"/etc/switchboard/{name}.toml")
     c.check(service(out, "auth")["requires"] == ["postgresql.target", "rabbitmq.service"], "auth requires postgresql.target and rabbitmq")
     c.check(service(out, "auth")["after"] == ["postgresql.target", "rabbitmq.service"], "auth after postgresql.target and rabbitmq")
-    c.check(service(out, "logger")["requires"] == ["mongodb.service"], "logger requires mongodb")
+    c.check(service(out, "logger")["requires"] == ["ferretdb.service"], "logger requires ferretdb (the free default)")
     c.check(service(out, "mail")["requires"] == ["mailhog.service"], "mail requires mailhog")
     c.check(service(out, "broker")["requires"] == ["rabbitmq.service"], "broker requires rabbitmq")
     c.check(service(out, "listener")["requires"] == ["rabbitmq.service"], "listener requires rabbitmq")
@@ -112,8 +112,10 @@ def case_defaults(c):
     c.check(svcs["postgresql"]["ensureDatabases"] == ["switchboard-auth"], "database switchboard-auth")
     c.check(svcs["postgresql"]["ensureUsers"] == [{"name": "switchboard-auth", "ensureDBOwnership": True, "ensureClauses": {}}],
             "role switchboard-auth owning its database")
-    c.check(svcs["mongodb"]["package"].endswith("-mongodb-ce"), "mongodb package is mongodb-ce")
-    c.check("ferretdb" not in svcs, "no ferretdb")
+    c.check("mongodb" not in svcs and "ferretdb" in svcs, "FerretDB by default: no unfree package needed")
+    ferretdb = out["systemd"]["services"].get("ferretdb", {})
+    c.check("/dev/tcp/127.0.0.1/27017" in ferretdb.get("postStart", ""), "ferretdb.service waits for its port before it counts as started")
+    c.check(svcs["mailhog"].get("setSendmail") is False, "MailHog leaves the host's sendmail alone")
     c.check("rabbitmq" in svcs and "mailhog" in svcs, "rabbitmq and mailhog enabled")
     sb = out["switchboard"]
     c.check(sb["auth"]["settings"]["database"]["url"] == "postgres:///switchboard-auth?host=/run/postgresql&port=5432&user=switchboard-auth",
@@ -157,7 +159,7 @@ def case_only_logger(c):
         c.check(s["sockets"][unit]["enable"] == want, f"{unit}.socket {'enabled' if want else 'masked'}")
     c.check(list(out["environment"]["etc"]) == ["switchboard/logger.toml"], "only logger.toml in /etc")
     svcs = out["services"]
-    c.check("mongodb" in svcs, "mongodb for the logger")
+    c.check("ferretdb" in svcs, "FerretDB for the logger")
     for dep in ["postgresql", "rabbitmq", "mailhog"]:
         c.check(dep not in svcs, f"no {dep} without a service that needs it")
     c.check(out["failedAssertions"] == [], "no failed assertions")
@@ -185,12 +187,14 @@ def case_external(c):
         want = None if name == "frontend" else (["10.0.0.5", "192.0.2.25"] if name == "mail" else ["10.0.0.5"])
         c.check(allow == want, f"{name}: IPAddressAllow {want}, got {allow}")
         c.check("IPAddressDeny" not in svc["serviceConfig"], f"{name}: IPAddressDeny of the shipped unit untouched")
-    c.check(service(out, "auth")["serviceConfig"].get("LoadCredential") == ["", "db-password:/run/keys/switchboard-db"],
-            "auth: credential db-password from the file (reset first)")
+    c.check(service(out, "auth")["serviceConfig"].get("LoadCredential") ==
+            ["", "amqp-password:switchboard-amqp-password", "db-password:/run/keys/switchboard-db"],
+            "auth: credential db-password from the file (reset first, the other credential's default kept)")
     c.check(service(out, "mail")["serviceConfig"].get("LoadCredential") == ["", "smtp-password:/run/keys/smtp"],
             "mail: credential smtp-password from the file (reset first)")
     text = service(out, "auth")["unitText"]
-    c.check("LoadCredential=\nLoadCredential=db-password:/run/keys/switchboard-db\n" in text, "auth drop-in text resets LoadCredential")
+    c.check("LoadCredential=\nLoadCredential=amqp-password:switchboard-amqp-password\nLoadCredential=db-password:/run/keys/switchboard-db\n" in text,
+            "auth drop-in text resets LoadCredential")
     c.check(out["systemd"]["sockets"]["switchboard-broker"]["listenStreams"] == ["", "0.0.0.0:8080"], "broker listens on all addresses")
     c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "http://127.0.0.1:8080",
             "front-end's broker URL uses a connectable address")
@@ -219,6 +223,7 @@ def case_missing_dependencies(c):
   services.switchboard.mongodb.createLocally = false;
   services.switchboard.rabbitmq.createLocally = false;
   services.switchboard.mail.settings.smtp.host = "smtp.example.com";
+  services.switchboard.mail.ipAddressAllow = [ "203.0.113.0/24" ];
 """, fatal=False)
     if not ok:
         return c.check(False, "should evaluate:\n" + out)
@@ -298,7 +303,140 @@ def case_disabled(c):
     c.check(sorted(out["services"]) == ["switchboard"], "no dependency servers when disabled")
 
 
-CASES = [case_defaults, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb,
+def case_mongodb(c):
+    """MongoDB itself (unfree mongodb-ce) when asked for."""
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;\nservices.switchboard.mongodb.server = \"mongodb\";")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    svcs = out["services"]
+    c.check(svcs.get("mongodb", {}).get("package", "").endswith("-mongodb-ce"), "mongodb package is mongodb-ce")
+    c.check("ferretdb" not in svcs, "no ferretdb")
+    c.check(service(out, "logger")["requires"] == ["mongodb.service"], "logger requires mongodb.service")
+
+
+# The README's production example: a remote SMTP relay by host name.
+RELAY = """
+  services.switchboard.mail.settings.smtp = { host = "smtp.example.com"; port = 587; encryption = "starttls"; username = "switchboard"; };
+  services.switchboard.mail.smtpPasswordFile = "/run/keys/smtp-password";
+"""
+
+
+def case_remote_relay_needs_allow_list(c):
+    """A relay named by host name: an assertion until its addresses are allowed."""
+    ok, out = c.evaluate(RELAY, fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    failed = out["failedAssertions"]
+    c.check(any('smtp.host names the host "smtp.example.com"' in m and "services.switchboard.mail.ipAddressAllow" in m
+                for m in failed), f"assertion naming the host and the option, got {failed}")
+    c.check(len(failed) == 1, f"only that assertion, got {failed}")
+    ok, out = c.evaluate(RELAY + 'services.switchboard.mail.ipAddressAllow = [ "203.0.113.0/24" ];')
+    if not ok:
+        return c.check(False, "with an allow list it should evaluate:\n" + out)
+    c.check(service(out, "mail")["serviceConfig"].get("IPAddressAllow") == ["203.0.113.0/24"], "mail may reach the relay's network")
+    c.check(service(out, "broker")["serviceConfig"].get("IPAddressAllow") is None, "nobody else gets it")
+    # A relay given by address needs nothing from the operator.
+    ok, out = c.evaluate('services.switchboard.mail.settings.smtp.host = "198.51.100.7";')
+    if not ok:
+        return c.check(False, "a relay by address should evaluate:\n" + out)
+    c.check(service(out, "mail")["serviceConfig"].get("IPAddressAllow") == ["198.51.100.7"], "relay address allowed automatically")
+
+
+def case_remote_dependencies_by_address(c):
+    """Dependencies given by address get their allow-list entries without being asked."""
+    ok, out = c.evaluate("""
+  services.switchboard.postgresql.createLocally = false;
+  services.switchboard.mongodb.createLocally = false;
+  services.switchboard.rabbitmq.createLocally = false;
+  services.switchboard.auth.settings.database.url = "postgres://switchboard@10.0.1.1:5432,10.0.1.2:5432/switchboard?target_session_attrs=read-write";
+  services.switchboard.auth.settings.events.amqp_url = "amqp://switchboard@[fd00::5]:5672/%2f";
+  services.switchboard.broker.settings.events.amqp_url = "amqp://switchboard@[fd00::5]:5672/%2f";
+  services.switchboard.listener.settings.amqp.url = "amqp://switchboard@[fd00::5]:5672/%2f";
+  services.switchboard.logger.settings.mongodb.url = "mongodb://10.0.2.1:27017,10.0.2.2:27017/?replicaSet=rs0";
+  services.switchboard.mail.settings.smtp.host = "127.0.0.1";
+  services.switchboard.rabbitmq.passwordFile = "/run/keys/amqp";
+  services.switchboard.logger.mongodbPasswordFile = "/run/keys/mongodb";
+""")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    allow = lambda name: service(out, name)["serviceConfig"].get("IPAddressAllow")
+    c.check(allow("auth") == ["10.0.1.1", "10.0.1.2", "fd00::5"], f"auth: both database hosts and RabbitMQ, got {allow('auth')}")
+    c.check(allow("logger") == ["10.0.2.1", "10.0.2.2"], f"logger: every replica-set member, got {allow('logger')}")
+    c.check(allow("broker") == ["fd00::5"] and allow("listener") == ["fd00::5"], "broker and listener: RabbitMQ")
+    c.check(allow("mail") is None, "mail: loopback relay, nothing added")
+    for name in ["auth", "broker", "listener"]:
+        c.check("amqp-password:/run/keys/amqp" in (service(out, name)["serviceConfig"].get("LoadCredential") or []),
+                f"{name}: RabbitMQ password from its file")
+    c.check(service(out, "logger")["serviceConfig"].get("LoadCredential") == ["", "mongodb-password:/run/keys/mongodb"],
+            "logger: MongoDB password from its file")
+    c.check("switchboard-rabbitmq-user" not in out["systemd"]["services"], "no user to create on a remote RabbitMQ")
+
+
+def case_lan_listen_addresses(c):
+    """Services on a LAN address: their clients may reach it."""
+    ok, out = c.evaluate("""
+  services.switchboard.mailhog.createLocally = true;
+  services.switchboard.logger.listen.rpc.address = "10.0.0.5";
+  services.switchboard.logger.listen.grpc.address = "10.0.0.5";
+  services.switchboard.auth.listen.http.address = "0.0.0.0";
+  services.switchboard.mail.listen.http.address = "10.0.0.6";
+""")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    allow = lambda name: service(out, name)["serviceConfig"].get("IPAddressAllow")
+    c.check(allow("broker") == ["10.0.0.6", "10.0.0.5"], f"broker reaches the logger's and mail's addresses, got {allow('broker')}")
+    c.check(allow("listener") == ["10.0.0.5"], f"listener reaches the logger's RPC address, got {allow('listener')}")
+    c.check(out["switchboard"]["broker"]["settings"]["downstream"]["auth_url"] == "http://127.0.0.1:8081",
+            "a wildcard listener is reached over loopback")
+
+
+def case_rabbitmq_on_lan(c):
+    """RabbitMQ on a LAN address: guest is refused there, so a real user with a password file."""
+    config = 'services.switchboard.mailhog.createLocally = true;\nservices.rabbitmq.listenAddress = "10.0.0.5";\n'
+    ok, out = c.evaluate(config, fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    c.check(any("refuses the guest user" in m and "services.switchboard.rabbitmq.passwordFile" in m
+                for m in out["failedAssertions"]), f"assertion asking for a password file, got {out['failedAssertions']}")
+    ok, out = c.evaluate(config + 'services.switchboard.rabbitmq.passwordFile = "/run/keys/amqp";')
+    if not ok:
+        return c.check(False, "with a password file it should evaluate:\n" + out)
+    sb = out["switchboard"]
+    for name, key in [("auth", ("events", "amqp_url")), ("broker", ("events", "amqp_url")), ("listener", ("amqp", "url"))]:
+        url = sb[name]["settings"][key[0]][key[1]]
+        c.check(url == "amqp://switchboard@10.0.0.5:5672/%2f", f"{name}: connects as the switchboard user, got {url}")
+        svc = service(out, name)
+        c.check("switchboard-rabbitmq-user.service" in svc["requires"] and "switchboard-rabbitmq-user.service" in svc["after"],
+                f"{name}: after the user exists")
+        c.check("10.0.0.5" in (svc["serviceConfig"].get("IPAddressAllow") or []), f"{name}: may reach RabbitMQ's address")
+        c.check("amqp-password:/run/keys/amqp" in (svc["serviceConfig"].get("LoadCredential") or []), f"{name}: password credential")
+    user = out["systemd"]["services"].get("switchboard-rabbitmq-user")
+    c.check(user is not None and user["serviceConfig"].get("LoadCredential") == ["amqp-password:/run/keys/amqp"]
+            and "rabbitmq.service" in user["requires"] and "add_user" in user.get("script", ""),
+            "switchboard-rabbitmq-user.service creates the user from the password file")
+
+
+def case_exposed_frontend(c):
+    """An exposed front-end must not send browsers to their own 127.0.0.1."""
+    base = 'services.switchboard.mailhog.createLocally = true;\nservices.switchboard.frontend.listen.http.address = "0.0.0.0";\n'
+    ok, out = c.evaluate(base + 'services.switchboard.broker.listen.http.address = "0.0.0.0";', fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    c.check(any("frontend.settings.page.broker_url" in m for m in out["failedAssertions"]),
+            f"assertion asking for the broker URL browsers use, got {out['failedAssertions']}")
+    ok, out = c.evaluate(base + 'services.switchboard.broker.listen.http.address = "192.0.2.10";')
+    if not ok:
+        return c.check(False, "a broker on a fixed address should evaluate:\n" + out)
+    c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "http://192.0.2.10:8080",
+            "browsers are sent to the broker's own address")
+    ok, out = c.evaluate(base + 'services.switchboard.frontend.settings.page.broker_url = "https://api.example.org";')
+    if not ok:
+        return c.check(False, "an explicit URL should evaluate:\n" + out)
+    c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "https://api.example.org", "explicit URL kept")
+
+
+CASES = [case_defaults, case_mongodb, case_remote_relay_needs_allow_list, case_remote_dependencies_by_address,
+         case_lan_listen_addresses, case_rabbitmq_on_lan, case_exposed_frontend, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb,
          case_missing_dependencies, case_broker_alone, case_listen_addresses,
          case_port_clash_and_warnings, case_type_errors, case_disabled]
 
