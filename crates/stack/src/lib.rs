@@ -757,6 +757,7 @@ fn start_servers(
     let names: Vec<&str> = dependencies.iter().map(|d| d.as_str()).collect();
     terminal.progress(format!("starting {}", names.join(", ")));
     let persistent = matches!(options.state, StateDir::Persistent(_));
+    let mongodb_server = options.mongodb_server;
     let ports = options.dependency_ports;
     let management = options.rabbitmq_management;
     let started = Instant::now();
@@ -799,6 +800,9 @@ fn start_servers(
         let mongodb = dependencies.contains(&Dependency::MongoDb).then(|| {
             scope.spawn(|| {
                 let mut builder = MongoDb::builder();
+                if let Some(kind) = mongodb_server {
+                    builder = builder.kind(kind);
+                }
                 if persistent {
                     builder = builder.dir(state.join("mongodb"));
                 }

@@ -15,6 +15,7 @@ use switchboard_stack::{
     Console, DEV_USER_EMAIL, DEV_USER_PASSWORD, DependencyPorts, ServiceName, ServicePorts, Stack,
     StackError, StackOptions,
 };
+use switchboard_testkit::MongoKind;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Start Switchboard and its dependency servers on loopback for development.
@@ -46,6 +47,10 @@ struct Cli {
     /// MongoDB's (or FerretDB's) port (overrides --port-offset).
     #[arg(long, value_name = "PORT")]
     mongodb_port: Option<u16>,
+    /// The MongoDB-protocol server: `mongod`, or `ferretdb` (free software,
+    /// runs on CPUs without AVX). Default: `mongod` if installed, else FerretDB.
+    #[arg(long, value_enum, value_name = "SERVER")]
+    mongodb_server: Option<MongoServer>,
     /// MailHog's SMTP port (overrides --port-offset).
     #[arg(long, value_name = "PORT")]
     smtp_port: Option<u16>,
@@ -66,6 +71,12 @@ struct Cli {
     /// Colour the per-service log prefixes.
     #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
     color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MongoServer {
+    Mongod,
+    Ferretdb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +186,11 @@ fn options(cli: &Cli) -> Result<StackOptions, String> {
         .console(Console { color });
     if let Some(dir) = &cli.bin_dir {
         options = options.bin_dir(dir);
+    }
+    match cli.mongodb_server {
+        Some(MongoServer::Mongod) => options = options.mongodb_server(MongoKind::Mongod),
+        Some(MongoServer::Ferretdb) => options = options.mongodb_server(MongoKind::FerretDb),
+        None => {}
     }
     if !cli.only.is_empty() {
         options = options.services(cli.only.iter().copied());

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use switchboard_testkit::MongoKind;
+
 use crate::service::{Dependency, ServiceName};
 
 /// Where the stack keeps its state (dependency data, notify sockets, logs).
@@ -95,6 +97,10 @@ pub struct StackOptions {
     pub seed_user: bool,
     /// Run RabbitMQ's management plugin (its web UI); slows RabbitMQ's start.
     pub rabbitmq_management: bool,
+    /// Which MongoDB-protocol server to run; `None`: `mongod` where it is
+    /// installed, else FerretDB. FerretDB is the choice on CPUs without AVX,
+    /// which current `mongod` builds require.
+    pub mongodb_server: Option<MongoKind>,
     /// How long a service may take from spawn to `READY=1`.
     pub ready_timeout: Duration,
     /// How long a service may drain after SIGTERM before it gets SIGKILL.
@@ -118,6 +124,7 @@ impl StackOptions {
             console: None,
             seed_user: true,
             rabbitmq_management: false,
+            mongodb_server: None,
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(15),
             interrupt: None,
@@ -165,6 +172,12 @@ impl StackOptions {
 
     pub fn lazy(mut self, lazy: bool) -> Self {
         self.lazy = lazy;
+        self
+    }
+
+    /// Runs this MongoDB-protocol server instead of the detected one.
+    pub fn mongodb_server(mut self, kind: MongoKind) -> Self {
+        self.mongodb_server = Some(kind);
         self
     }
 
