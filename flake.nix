@@ -13,7 +13,9 @@
         "aarch64-linux"
       ];
 
-      # MongoDB (SSPL) is the one unfree package used, allowed by name only.
+      # MongoDB (SSPL) is the one unfree package used (by the dev stack and
+      # the dev shell, beside FerretDB), allowed by name only. The NixOS
+      # module defaults to FerretDB, so a host needs no such allowance.
       allowUnfreePredicate = pkg: builtins.elem (lib.getName pkg) [ "mongodb-ce" ];
 
       pkgsFor = lib.genAttrs systems (
@@ -27,12 +29,14 @@
 
       # The dependency servers, under the names switchboard-stack and the
       # test harness look up on PATH (postgres/initdb, rabbitmq-server and
-      # epmd, mongod, mailhog).
+      # epmd, mongod or ferretdb, mailhog). `switchboard-stack
+      # --mongodb-server ferretdb` picks FerretDB, e.g. on CPUs without AVX.
       devServers = pkgs: [
         pkgs.postgresql
         pkgs.rabbitmq-server
         pkgs.beamPackages.erlang
         pkgs.mongodb-ce
+        pkgs.ferretdb
         pkgs.mailhog
         (pkgs.runCommand "mailhog-lowercase" { } ''
           mkdir -p $out/bin
@@ -98,6 +102,12 @@
             pkgs.rust-analyzer
             pkgs.protobuf
             pkgs.nixfmt
+            # What the test suite runs besides the servers:
+            # systemd-socket-activate, unshare --net, the browser tests.
+            pkgs.systemd
+            pkgs.util-linux
+            pkgs.chromium
+            pkgs.chromedriver
           ]
           ++ devServers pkgs;
           env.PROTOC = lib.getExe' pkgs.protobuf "protoc";
@@ -119,11 +129,34 @@
           services.switchboard.package = lib.mkDefault self.packages.${system}.default;
         };
 
+      # As nix-community/harmonia: every package and dev shell is a check, the
+      # Rust tests and clippy run in derivations of their own (the package
+      # itself builds without tests), and each nixos/tests/*.nix is a VM test.
       checks = forAllSystems (
         pkgs:
+        let
+          inherit (pkgs.stdenv.hostPlatform) system;
+          switchboard = self.packages.${system}.switchboard;
+        in
         lib.listToAttrs (map (vmTest pkgs) testFiles)
+        // lib.mapAttrs' (name: lib.nameValuePair "package-${name}") (
+          removeAttrs self.packages.${system} [ "default" ]
+        )
+        // lib.mapAttrs' (name: lib.nameValuePair "devShell-${name}") self.devShells.${system}
         // {
-          package = self.packages.${pkgs.stdenv.hostPlatform.system}.default;
+          cargo-tests = pkgs.callPackage ./nixos/cargo-tests.nix { inherit switchboard; };
+          clippy = switchboard.overrideAttrs (old: {
+            pname = "switchboard-clippy";
+            nativeBuildInputs = old.nativeBuildInputs ++ [ pkgs.clippy ];
+            buildPhase = ''
+              runHook preBuild
+              cargo clippy --workspace --all-targets --offline -j "$NIX_BUILD_CORES" -- -D warnings
+              runHook postBuild
+            '';
+            installPhase = "touch $out";
+            postInstall = "";
+            doCheck = false;
+          });
           formatting = pkgs.runCommand "switchboard-nixfmt-check" { nativeBuildInputs = [ pkgs.nixfmt ]; } ''
             cd ${nixSources}
             find . -name '*.nix' -print0 | xargs -0 nixfmt --check

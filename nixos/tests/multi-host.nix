@@ -1,8 +1,9 @@
 # Three VMs: `db` runs PostgreSQL, MongoDB, RabbitMQ and an SMTP server
 # (MailHog), `app` runs the Switchboard services pointed at them, `client`
 # only talks to app's broker. Proves that the module works with dependencies on
-# another host (TCP, a database password passed as a credential, the IP allow
-# list widened to db) and that only the broker is reachable from outside.
+# another host (TCP, the database and RabbitMQ passwords passed as
+# credentials, the IP allow lists derived by the module from the addresses in
+# the settings) and that only the broker is reachable from outside.
 #
 # Called from flake.nix: (import ./multi-host.nix { inherit self; }) is a
 # module for pkgs.testers.runNixOSTest.
@@ -71,7 +72,9 @@ in
       { nodes, pkgs, ... }:
       let
         db = nodes.db.networking.primaryIPAddress;
-        amqpUrl = "amqp://switchboard:${amqpPassword}@${db}:5672/%2f";
+        # No password here: it comes from rabbitmq.passwordFile, as the
+        # credential amqp-password.
+        amqpUrl = "amqp://switchboard@${db}:5672/%2f";
       in
       {
         imports = [ self.nixosModules.default ];
@@ -86,8 +89,9 @@ in
           postgresql.createLocally = false;
           mongodb.createLocally = false;
           rabbitmq.createLocally = false;
-          # The services may talk to db besides localhost; IPAddressDeny=any stays.
-          ipAddressAllow = [ db ];
+          rabbitmq.passwordFile = "${pkgs.writeText "switchboard-amqp-password" amqpPassword}";
+          # No ipAddressAllow: the module allows db's address in every unit
+          # whose settings name it; IPAddressDeny=any stays.
 
           broker = {
             listen.http.address = "0.0.0.0";

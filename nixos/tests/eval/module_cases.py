@@ -67,6 +67,25 @@ class Case:
             return False, proc.stderr
         return True, json.loads(proc.stdout)
 
+    def evaluate_module(self, text, fatal=True):
+        """Evaluate TEXT, a whole NixOS module (e.g. a README example), with the switch off in CONFIG."""
+        path = os.path.join(self.tmp, "example.nix")
+        with open(path, "w") as f:
+            f.write(text)
+        cmd = [
+            "nix-instantiate", "--eval", "--strict", "--json", EVALUATOR,
+            "--arg", "lib", f"import {self.lib}",
+            "--arg", "module", MODULE,
+            "--arg", "config", "{ }",
+            "--arg", "extraModules", f"[ {path} ]",
+        ]
+        if not fatal:
+            cmd += ["--arg", "assertionsFatal", "false"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=self.tmp)
+        if proc.returncode != 0:
+            return False, proc.stderr
+        return True, json.loads(proc.stdout)
+
     def check(self, condition, what):
         if not condition:
             self.problems.append(what)
@@ -435,7 +454,39 @@ def case_exposed_frontend(c):
     c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "https://api.example.org", "explicit URL kept")
 
 
-CASES = [case_defaults, case_mongodb, case_remote_relay_needs_allow_list, case_remote_dependencies_by_address,
+README = os.path.normpath(os.path.join(HERE, "..", "..", "..", "README.md"))
+NIXOS_README = os.path.normpath(os.path.join(HERE, "..", "..", "README.md"))
+
+
+def readme_examples():
+    """(where, text) of every NixOS configuration the READMEs show for a host."""
+    import re
+    found = []
+    for path in [README, NIXOS_README]:
+        with open(path) as f:
+            blocks = re.findall(r"```nix\n(.*?)```", f.read(), re.S)
+        for block in blocks:
+            if "services.switchboard = {" in block and "nixosSystem" not in block:
+                found.append((os.path.relpath(path, os.path.dirname(README)), block))
+    return found
+
+
+def case_readme_examples(c):
+    """The READMEs' host configurations evaluate as they are, without a failed assertion."""
+    examples = readme_examples()
+    c.check(len(examples) >= 2, f"an example in README.md and in nixos/README.md, found {len(examples)}")
+    for where, text in examples:
+        ok, out = c.evaluate_module(text.split("\n", 1)[1] if text.startswith("#") else text, fatal=False)
+        if not ok:
+            c.check(False, f"{where}: example does not evaluate:\n{out}")
+            continue
+        c.check(out["failedAssertions"] == [], f"{where}: example fails assertions: {out['failedAssertions']}")
+        c.check(out["warnings"] == [], f"{where}: example warns: {out['warnings']}")
+        mail = service(out, "mail")["serviceConfig"].get("IPAddressAllow") or []
+        c.check(mail != [], f"{where}: the relay is reachable from mail (IPAddressAllow), got {mail}")
+
+
+CASES = [case_readme_examples, case_defaults, case_mongodb, case_remote_relay_needs_allow_list, case_remote_dependencies_by_address,
          case_lan_listen_addresses, case_rabbitmq_on_lan, case_exposed_frontend, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb,
          case_missing_dependencies, case_broker_alone, case_listen_addresses,
          case_port_clash_and_warnings, case_type_errors, case_disabled]
