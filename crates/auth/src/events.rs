@@ -25,6 +25,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 use switchboard_runtime::Shutdown;
+use switchboard_runtime::amqp::AmqpEndpoint;
 use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -262,8 +263,12 @@ impl Events {
 /// Starts the publisher task. It runs until `stop` fires, then tries to publish
 /// what is still queued within `events.publish_timeout_ms`, logs what it could
 /// not, and closes the connection.
+///
+/// `rabbitmq` is `events.amqp_url` with its password applied
+/// ([`AmqpEndpoint::from_settings`]).
 pub fn spawn_publisher(
     settings: &settings::Events,
+    rabbitmq: AmqpEndpoint,
     stop: Shutdown,
 ) -> (Events, tokio::task::JoinHandle<()>) {
     let shared = Arc::new(Shared {
@@ -276,6 +281,7 @@ pub fn spawn_publisher(
     let publisher = Publisher {
         shared: shared.clone(),
         settings: settings.clone(),
+        rabbitmq,
         stop,
     };
     let task = tokio::spawn(publisher.run());
@@ -309,6 +315,7 @@ enum BatchOutcome {
 struct Publisher {
     shared: Arc<Shared>,
     settings: settings::Events,
+    rabbitmq: AmqpEndpoint,
     stop: Shutdown,
 }
 
@@ -395,11 +402,7 @@ impl Publisher {
             });
         let limit = self.settings.publish_timeout();
         let setup = async {
-            let connection = Connection::connect(
-                &switchboard_runtime::amqp::with_default_frame_max(&self.settings.amqp_url),
-                properties,
-            )
-            .await?;
+            let connection = Connection::connect_uri(self.rabbitmq.uri(), properties).await?;
             let channel = connection.create_channel().await?;
             channel
                 .confirm_select(ConfirmSelectOptions::default())
@@ -653,7 +656,9 @@ mod tests {
             ..settings::Events::default()
         };
         let stop = Shutdown::new();
-        let (events, task) = spawn_publisher(&settings, stop.clone());
+        let rabbitmq =
+            AmqpEndpoint::parse("events.amqp_url", &settings.amqp_url, None).expect("valid URL");
+        let (events, task) = spawn_publisher(&settings, rabbitmq, stop.clone());
         let email = Email::parse("a@example.com").expect("valid");
         let first = LoginEvent::new(&email, None);
         events.submit(first.clone());

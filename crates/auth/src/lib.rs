@@ -15,6 +15,7 @@ pub mod store;
 
 use std::time::Duration;
 
+use switchboard_runtime::amqp::{AmqpEndpoint, AmqpUrlError};
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::net::TcpListener;
 
@@ -38,6 +39,9 @@ pub enum Error {
     Hashing(#[from] HashError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `events.amqp_url` or its password file; never shows the password.
+    #[error(transparent)]
+    Amqp(#[from] AmqpUrlError),
     #[error("serving HTTP failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -58,6 +62,12 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     settings.validate()?;
+    // Before anything waits: a missing password file is a start-up error.
+    let rabbitmq = AmqpEndpoint::from_settings(
+        "events.amqp_url",
+        &settings.events.amqp_url,
+        settings.events.amqp_password_file.as_deref(),
+    )?;
     lifecycle::status("preparing password hashing");
     let hasher = PasswordHasher::new(settings.security.bcrypt_cost).await?;
     let store = UserStore::connect_lazy(&settings.database)?;
@@ -69,7 +79,8 @@ pub async fn run(
 
     // Stopped only after HTTP has drained, so the last logins' events are queued.
     let publisher_stop = Shutdown::new();
-    let (events, publisher) = events::spawn_publisher(&settings.events, publisher_stop.clone());
+    let (events, publisher) =
+        events::spawn_publisher(&settings.events, rabbitmq, publisher_stop.clone());
     let app = api::app(
         AppState {
             store: store.clone(),

@@ -144,6 +144,10 @@ impl Database {
 pub struct Events {
     /// RabbitMQ for login events.
     pub amqp_url: String,
+    /// A file holding the RabbitMQ password (one trailing newline ignored),
+    /// which replaces the URL's; the user stays the URL's. When unset, the
+    /// systemd credential `amqp-password` is used if present.
+    pub amqp_password_file: Option<PathBuf>,
     /// The topic exchange login events are published on.
     pub exchange: String,
     /// How long to wait for RabbitMQ's publisher confirm (and for a connection
@@ -158,6 +162,7 @@ impl Default for Events {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            amqp_password_file: None,
             exchange: "logs_topic".to_owned(),
             publish_timeout_ms: 5_000,
             max_pending: 10_000,

@@ -143,6 +143,9 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 pub enum Error {
     #[error(transparent)]
     Setting(#[from] crate::settings::InvalidSetting),
+    /// `events.amqp_url` or its password file; never shows the password.
+    #[error(transparent)]
+    Amqp(#[from] switchboard_runtime::amqp::AmqpUrlError),
     #[error("cannot build the client for {downstream}: {detail}")]
     Client {
         downstream: Downstream,

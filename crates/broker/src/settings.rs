@@ -2,6 +2,7 @@
 //! table, loaded by `switchboard_runtime::config` (defaults < TOML < environment).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +94,10 @@ impl Downstream {
 pub struct Events {
     /// RabbitMQ URI (vhost as the path, `%2f` for `/`).
     pub amqp_url: String,
+    /// A file holding the RabbitMQ password (one trailing newline ignored),
+    /// which replaces the URL's; the user stays the URL's. When unset, the
+    /// systemd credential `amqp-password` is used if present.
+    pub amqp_password_file: Option<PathBuf>,
     /// The durable topic exchange the listener consumes from.
     pub exchange: String,
 }
@@ -101,6 +106,7 @@ impl Default for Events {
     fn default() -> Self {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            amqp_password_file: None,
             exchange: "logs_topic".to_owned(),
         }
     }
@@ -171,7 +177,8 @@ impl Settings {
         {
             return Err(InvalidSetting {
                 key: "events.amqp_url",
-                value: self.events.amqp_url.clone(),
+                // The URL may hold a password.
+                value: switchboard_runtime::amqp::redact(&self.events.amqp_url),
                 reason: "expected an amqp:// URI".into(),
             });
         }
@@ -244,5 +251,37 @@ mod tests {
             switchboard_runtime::config::load("broker", &sources).expect("load");
         assert_eq!(settings.downstream.default_log_via, LogVia::Amqp);
         assert_eq!(settings.limits.rate_per_second, 0);
+    }
+
+    #[test]
+    fn the_amqp_password_file_is_a_setting() {
+        let sources = switchboard_runtime::config::Sources {
+            file: None,
+            env: [(
+                "SWITCHBOARD_BROKER__EVENTS__AMQP_PASSWORD_FILE".to_owned(),
+                "/etc/switchboard/credentials/amqp-password".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+        };
+        let settings: Settings =
+            switchboard_runtime::config::load("broker", &sources).expect("load");
+        assert_eq!(
+            settings.events.amqp_password_file.as_deref(),
+            Some(std::path::Path::new(
+                "/etc/switchboard/credentials/amqp-password"
+            ))
+        );
+        assert_eq!(Settings::default().events.amqp_password_file, None);
+    }
+
+    #[test]
+    fn a_bad_amqp_url_is_named_without_its_password() {
+        let mut settings = Settings::default();
+        settings.events.amqp_url = "guest:secret@rabbit".into();
+        let err = settings.validate().expect_err("no scheme");
+        let message = err.to_string();
+        assert!(message.contains("events.amqp_url"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 }

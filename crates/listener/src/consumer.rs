@@ -27,6 +27,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Connection, ConnectionProperties};
+use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -44,6 +45,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// What every delivery task needs.
 pub struct Context {
     pub amqp: Amqp,
+    /// `amqp.url` with the password applied (from `amqp.password_file` or the
+    /// credential `amqp-password`); shows only its address.
+    pub rabbitmq: AmqpEndpoint,
     pub logger: LoggerClient,
     pub breaker: Arc<Breaker>,
     pub stats: Arc<Stats>,
@@ -78,11 +82,10 @@ pub struct Progress {
 /// Connects, declares and consumes until the connection fails (`Err`) or
 /// shutdown was requested and in-flight deliveries were settled (`Ok`).
 pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<(), SessionError> {
-    let amqp = &context.amqp;
     let properties = ConnectionProperties::default()
         .with_connection_name(LongString::from("switchboard-listener"));
-    let url = switchboard_runtime::amqp::with_default_frame_max(&amqp.url);
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&url, properties))
+    let connect = Connection::connect_uri(context.rabbitmq.uri(), properties);
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
         .map_err(|err| SessionError::Connect(err.to_string()))?;

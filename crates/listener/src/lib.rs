@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchboard_runtime::Shutdown;
+use switchboard_runtime::amqp::{AmqpEndpoint, AmqpUrlError};
 
 pub use settings::Settings;
 
@@ -51,6 +52,9 @@ pub const STATUS_PERIOD: Duration = Duration::from_secs(1);
 pub enum Error {
     #[error("invalid configuration: {0}")]
     Settings(#[from] settings::InvalidSetting),
+    /// `amqp.url` or its password file; never shows the password.
+    #[error("invalid configuration: {0}")]
+    Amqp(#[from] AmqpUrlError),
     #[error("cannot build the HTTP client for the logger: {0}")]
     HttpClient(#[from] reqwest::Error),
     #[error(transparent)]
@@ -61,8 +65,15 @@ pub enum Error {
 /// closes the connection. READY=1 goes to systemd once consuming has begun.
 pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
     settings.validate()?;
+    let rabbitmq = AmqpEndpoint::from_settings(
+        "amqp.url",
+        &settings.amqp.url,
+        settings.amqp.password_file.as_deref(),
+    )?;
+    tracing::debug!(%rabbitmq, user = rabbitmq.username(), password_from = ?rabbitmq.password_source(), "RabbitMQ");
     let stats = Arc::new(Stats::default());
     let context = Arc::new(Context {
+        rabbitmq,
         logger: logger_client::LoggerClient::new(&settings.logger)?,
         breaker: Arc::new(Breaker::new(Backoff::new(
             LOGGER_BACKOFF_INITIAL,

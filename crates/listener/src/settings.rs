@@ -2,6 +2,7 @@
 //! table (`SWITCHBOARD_LISTENER__<SECTION>__<KEY>` overrides any of them). The
 //! listener has no socket, so there is no `[listen]` section.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -32,6 +33,10 @@ impl ServiceSettings for Settings {
 pub struct Amqp {
     /// AMQP URI of the RabbitMQ server, vhost included (`%2f` is `/`).
     pub url: String,
+    /// A file holding the RabbitMQ password (one trailing newline ignored),
+    /// which replaces the URL's; the user stays the URL's. When unset, the
+    /// systemd credential `amqp-password` is used if present.
+    pub password_file: Option<PathBuf>,
     /// The durable topic exchange producers publish events to.
     pub exchange: String,
     /// The durable queue the listener consumes, bound to `log.INFO`,
@@ -57,6 +62,7 @@ impl Default for Amqp {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            password_file: None,
             exchange: "logs_topic".to_owned(),
             queue: "logs".to_owned(),
             prefetch: 256,

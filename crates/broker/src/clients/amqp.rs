@@ -18,6 +18,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use switchboard_runtime::Shutdown;
+use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_runtime::http::REQUEST_ID_HEADER;
 use switchboard_wire::LogEntry;
 use tokio::sync::Notify;
@@ -52,7 +53,8 @@ impl Link {
 
 /// The long-lived publisher (connection, confirm-mode channel and supervisor).
 pub struct AmqpPublisher {
-    url: String,
+    /// The URI with the password applied; shows only its address.
+    endpoint: AmqpEndpoint,
     exchange: String,
     timeout: Duration,
     link: RwLock<Option<Link>>,
@@ -70,9 +72,9 @@ impl std::fmt::Debug for AmqpPublisher {
 }
 
 impl AmqpPublisher {
-    pub fn new(url: String, exchange: String, timeout: Duration) -> Self {
+    pub fn new(endpoint: AmqpEndpoint, exchange: String, timeout: Duration) -> Self {
         Self {
-            url,
+            endpoint,
             exchange,
             timeout,
             link: RwLock::new(None),
@@ -81,14 +83,8 @@ impl AmqpPublisher {
     }
 
     /// The RabbitMQ address without credentials, for messages.
-    pub fn address(&self) -> String {
-        match self.url.split_once('@') {
-            Some((scheme_and_user, rest)) => {
-                let scheme = scheme_and_user.split("://").next().unwrap_or("amqp");
-                format!("{scheme}://{rest}")
-            }
-            None => self.url.clone(),
-        }
+    pub fn address(&self) -> &str {
+        self.endpoint.address()
     }
 
     fn current(&self) -> Option<Link> {
@@ -165,9 +161,7 @@ impl AmqpPublisher {
         // recovery backoff, and keeps doing so after our attempt timed out.
         // Only hand over once RabbitMQ accepts connections; until then the
         // supervisor's own backoff retries.
-        let authority = amqp_authority(&self.url)
-            .ok_or_else(|| format!("cannot read host and port from {}", self.address()))?;
-        super::probe_tcp(&authority, self.timeout).await?;
+        super::probe_tcp(&self.endpoint.authority(), self.timeout).await?;
         let properties = ConnectionProperties::default()
             .with_connection_name("switchboard-broker".into())
             // lapin's default recovery backoff doubles up to a minute; a
@@ -182,8 +176,8 @@ impl AmqpPublisher {
             })
             .enable_auto_recover();
         let open = async {
-            let connection = Connection::connect_with_runtime(
-                &switchboard_runtime::amqp::with_default_frame_max(&self.url),
+            let connection = Connection::connect_uri_with_runtime(
+                self.endpoint.uri(),
                 properties,
                 lapin_runtime()?,
             )
@@ -384,51 +378,18 @@ fn lapin_runtime() -> Result<async_rs::TokioRuntime, String> {
         .map_err(Clone::clone)
 }
 
-/// `host:port` of an `amqp://user:pass@host:port/vhost` URI (5672 by default,
-/// 5671 for `amqps`).
-fn amqp_authority(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let host_port = rest.split(['/', '?']).next()?;
-    if host_port.is_empty() {
-        return None;
-    }
-    let has_port = host_port
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.contains(']') && port.parse::<u16>().is_ok());
-    if has_port {
-        Some(host_port.to_owned())
-    } else {
-        let port = if scheme == "amqps" { 5671 } else { 5672 };
-        Some(format!("{host_port}:{port}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn authority_comes_from_the_uri() {
-        assert_eq!(
-            amqp_authority("amqp://guest:guest@127.0.0.1:5673/%2f").as_deref(),
-            Some("127.0.0.1:5673")
-        );
-        assert_eq!(
-            amqp_authority("amqp://rabbit/vh").as_deref(),
-            Some("rabbit:5672")
-        );
-        assert_eq!(
-            amqp_authority("amqps://u:p@[::1]/x").as_deref(),
-            Some("[::1]:5671")
-        );
-        assert_eq!(amqp_authority("amqp://"), None);
+    fn endpoint(url: &str) -> AmqpEndpoint {
+        AmqpEndpoint::parse("events.amqp_url", url, None).expect("valid URL")
     }
 
     #[test]
     fn address_hides_credentials() {
         let publisher = AmqpPublisher::new(
-            "amqp://guest:secret@127.0.0.1:5672/%2f".into(),
+            endpoint("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "logs_topic".into(),
             Duration::from_secs(1),
         );
@@ -438,7 +399,7 @@ mod tests {
     #[tokio::test]
     async fn publishing_without_a_connection_is_a_502_that_names_rabbitmq() {
         let publisher = AmqpPublisher::new(
-            "amqp://guest:guest@127.0.0.1:9/%2f".into(),
+            endpoint("amqp://guest:guest@127.0.0.1:9/%2f"),
             "logs_topic".into(),
             Duration::from_secs(1),
         );

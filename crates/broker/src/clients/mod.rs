@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use switchboard_runtime::Shutdown;
+use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_wire::LogEntry;
 
 use crate::error::{Downstream, DownstreamError, Error};
@@ -59,7 +60,11 @@ impl Downstreams {
             rpc: RpcLogger::new(d.logger_rpc_addr.clone(), timeout),
             grpc,
             amqp: Arc::new(AmqpPublisher::new(
-                settings.events.amqp_url.clone(),
+                AmqpEndpoint::from_settings(
+                    "events.amqp_url",
+                    &settings.events.amqp_url,
+                    settings.events.amqp_password_file.as_deref(),
+                )?,
                 settings.events.exchange.clone(),
                 timeout,
             )),
@@ -187,7 +192,7 @@ impl Downstreams {
                 self.logger_http_url.clone(),
                 logger_http,
             ),
-            (Downstream::Amqp, self.amqp.address(), amqp),
+            (Downstream::Amqp, self.amqp.address().to_owned(), amqp),
         ]
         .into_iter()
         .map(|(downstream, address, result)| DownstreamStatus {
