@@ -39,8 +39,9 @@ pub struct DoorListeners {
 /// Why the logger stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid mongodb.url: {0}")]
-    MongoUrl(#[source] mongodb::error::Error),
+    /// `mongodb.url` or its password file; never shows the password.
+    #[error(transparent)]
+    MongoUrl(#[from] store::OpenError),
     #[error("the HTTP door failed: {0}")]
     Http(#[source] std::io::Error),
     #[error("the gRPC door failed: {0}")]

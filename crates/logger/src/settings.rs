@@ -4,6 +4,7 @@
 //! flight at once.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -61,6 +62,11 @@ pub struct MongoDb {
     /// Connection string of MongoDB or of any server speaking its wire protocol
     /// (FerretDB).
     pub url: String,
+    /// A file holding the MongoDB password (one trailing newline ignored),
+    /// which replaces the URL's; the user is the URL's
+    /// (`mongodb://USER@host/?authSource=admin`). When unset, the systemd
+    /// credential `mongodb-password` is used if present.
+    pub password_file: Option<PathBuf>,
     /// Database holding the log collection.
     pub database: String,
     /// Collection the entries are stored in.
@@ -77,6 +83,7 @@ impl Default for MongoDb {
     fn default() -> Self {
         Self {
             url: "mongodb://127.0.0.1:27017".to_owned(),
+            password_file: None,
             database: "logs".to_owned(),
             collection: "logs".to_owned(),
             timeout_ms: 2_000,

@@ -6,6 +6,7 @@
 //! transactions, no `findAndModify` projections).
 
 use std::future::IntoFuture;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use mongodb::options::{
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use serde::Serialize;
+use switchboard_runtime::credentials::CredentialError;
 
 use crate::entry::ValidEntry;
 use crate::settings;
@@ -137,6 +139,54 @@ pub struct RecentQuery {
     pub before: Option<DateTime>,
 }
 
+/// The systemd credential holding the MongoDB password (`LoadCredential=`).
+pub const PASSWORD_CREDENTIAL: &str = "mongodb-password";
+
+/// Why the client cannot be built. No variant shows the URL's userinfo.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("invalid mongodb.url: {0}")]
+    Url(#[source] mongodb::error::Error),
+    #[error("cannot use the MongoDB password: {0}")]
+    Password(#[source] CredentialError),
+    #[error(
+        "mongodb.url names no user, and the password from {} needs one: write the user into the URL (mongodb://USER@host/?authSource=admin)",
+        path.display()
+    )]
+    NoUser { path: PathBuf },
+}
+
+/// The driver's options for `mongodb.url`, with the password from
+/// `mongodb.password_file` when set, else from the credential
+/// [`PASSWORD_CREDENTIAL`] in `credentials` when present (the URL's own
+/// password otherwise). The user, the auth source and the mechanism stay the
+/// URL's.
+pub async fn client_options(
+    settings: &settings::MongoDb,
+    credentials: Option<&Path>,
+) -> Result<ClientOptions, OpenError> {
+    let password = switchboard_runtime::credentials::load(
+        settings.password_file.as_deref(),
+        PASSWORD_CREDENTIAL,
+        credentials,
+    )
+    .map_err(OpenError::Password)?;
+    let mut options = ClientOptions::parse(&settings.url)
+        .await
+        .map_err(OpenError::Url)?;
+    if let Some(password) = password {
+        let credential = options
+            .credential
+            .as_mut()
+            .filter(|credential| credential.username.is_some())
+            .ok_or_else(|| OpenError::NoUser {
+                path: password.source().to_owned(),
+            })?;
+        credential.password = Some(password.expose().to_owned());
+    }
+    Ok(options)
+}
+
 /// The log collection and the client it belongs to.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -148,16 +198,21 @@ pub struct Store {
 
 impl Store {
     /// Builds the client. The driver connects lazily, so this fails only for a
-    /// malformed URL (or an SRV name that does not resolve).
-    pub async fn new(settings: &settings::MongoDb) -> Result<Self, mongodb::error::Error> {
-        let mut options = ClientOptions::parse(&settings.url).await?;
+    /// malformed URL (or an SRV name that does not resolve) or a password file
+    /// that cannot be read.
+    pub async fn new(settings: &settings::MongoDb) -> Result<Self, OpenError> {
+        let mut options = client_options(
+            settings,
+            switchboard_runtime::credentials::directory().as_deref(),
+        )
+        .await?;
         let timeout = settings.timeout();
         // Without a server the driver waits this long before failing an
         // operation; the default (30 s) would hold requests far too long.
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name = Some("switchboard-logger".to_owned());
-        let client = Client::with_options(options)?;
+        let client = Client::with_options(options).map_err(OpenError::Url)?;
         let database = client.database(&settings.database);
         // Acknowledged by the server and journaled: a 202 means the entry
         // survives a crash of the database server.
@@ -443,6 +498,118 @@ fn command_error_code(err: &mongodb::error::Error) -> Option<i32> {
 mod tests {
     use super::*;
     use crate::entry::EntryRules;
+
+    fn mongodb(url: &str, password_file: Option<&Path>) -> settings::MongoDb {
+        settings::MongoDb {
+            url: url.to_owned(),
+            password_file: password_file.map(Path::to_owned),
+            ..settings::MongoDb::default()
+        }
+    }
+
+    /// (user, password, auth source) of the options.
+    fn credential(options: &ClientOptions) -> Option<(String, Option<String>, Option<String>)> {
+        options.credential.as_ref().map(|credential| {
+            (
+                credential.username.clone().unwrap_or_default(),
+                credential.password.clone(),
+                credential.source.clone(),
+            )
+        })
+    }
+
+    #[tokio::test]
+    async fn the_password_comes_from_the_file_else_the_credential_else_the_url() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(PASSWORD_CREDENTIAL), "from-credential\n").expect("write");
+        let file = dir.path().join("configured");
+        std::fs::write(&file, "p@ss:w/rd%2f\r\n").expect("write");
+        let url = "mongodb://logger:from-url@127.0.0.1:27017/?authSource=admin";
+        let expect = |password: &str| {
+            Some((
+                "logger".to_owned(),
+                Some(password.to_owned()),
+                Some("admin".to_owned()),
+            ))
+        };
+
+        let options = client_options(&mongodb(url, Some(&file)), Some(dir.path()))
+            .await
+            .expect("options");
+        assert_eq!(credential(&options), expect("p@ss:w/rd%2f"));
+        let options = client_options(&mongodb(url, None), Some(dir.path()))
+            .await
+            .expect("options");
+        assert_eq!(credential(&options), expect("from-credential"));
+        let empty = tempfile::tempdir().expect("tempdir");
+        let options = client_options(&mongodb(url, None), Some(empty.path()))
+            .await
+            .expect("options");
+        assert_eq!(credential(&options), expect("from-url"));
+    }
+
+    #[tokio::test]
+    async fn a_user_without_a_password_in_the_url_gets_the_credential() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(PASSWORD_CREDENTIAL), "secret\n").expect("write");
+        let options = client_options(
+            &mongodb("mongodb://us%40er@db.internal/logs", None),
+            Some(dir.path()),
+        )
+        .await
+        .expect("options");
+        assert_eq!(
+            credential(&options),
+            Some((
+                "us@er".to_owned(),
+                Some("secret".to_owned()),
+                // The driver takes the database in the path as the auth source.
+                Some("logs".to_owned())
+            ))
+        );
+        // The driver's Debug of the options never shows it.
+        assert!(!format!("{options:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn a_password_without_a_user_is_refused_and_names_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join(PASSWORD_CREDENTIAL), "secret\n").expect("write");
+        let err = client_options(
+            &mongodb("mongodb://127.0.0.1:27017", None),
+            Some(dir.path()),
+        )
+        .await
+        .expect_err("no user");
+        let message = err.to_string();
+        assert!(matches!(err, OpenError::NoUser { .. }), "{message}");
+        assert!(message.contains("mongodb-password"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        // No password anywhere: no credential, as before.
+        let options = client_options(&mongodb("mongodb://127.0.0.1:27017", None), None)
+            .await
+            .expect("options");
+        assert_eq!(credential(&options), None);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_password_file_is_named() {
+        let err = client_options(
+            &mongodb(
+                "mongodb://logger@127.0.0.1",
+                Some(Path::new("/nonexistent/mongodb-password")),
+            ),
+            None,
+        )
+        .await
+        .expect_err("missing file");
+        let message = err.to_string();
+        assert!(
+            message.contains("/nonexistent/mongodb-password"),
+            "{message}"
+        );
+        assert!(message.contains("MongoDB password"), "{message}");
+    }
 
     const RULES: EntryRules = EntryRules {
         max_name_bytes: 64,
