@@ -161,10 +161,14 @@ let
     // (if e.text != null then { inherit (e) text; } else contentOf e.source)
   ) (lib.filterAttrs (_: e: e.enable) c.environment.etc);
 
-  packageArgs = (
-    import (repo + "/nixos/package.nix") {
+  # nixos/package.nix called as callPackage would, with buildRustPackage
+  # returning its arguments (postInstall is what render.py runs); any other
+  # argument is a fake package.
+  packageFunction = import (repo + "/nixos/package.nix");
+  packageArgs = packageFunction (
+    lib.mapAttrs (name: _: basePkgs._stub.mkFake { inherit name; }) (lib.functionArgs packageFunction)
+    // {
       inherit lib;
-      protobuf = basePkgs._stub.mkFake { name = "protobuf"; };
       rustPlatform.buildRustPackage = args: args;
     }
   );

@@ -414,8 +414,8 @@ def apply_skips(script, skips):
     return "\n".join(lines)
 
 
-def dump_journals(out):
-    """What the runner prints on failure: the journal, and the failed units' status."""
+def save_journal(out):
+    """The whole journal and the units' states, kept with the results."""
     with open(os.path.join(out, "journal.txt"), "w") as f:
         subprocess.run(["journalctl", "--no-pager", "-b", "-o", "short-monotonic"], stdout=f,
                        stderr=subprocess.STDOUT)
@@ -423,6 +423,10 @@ def dump_journals(out):
         subprocess.run(["systemctl", "--no-pager", "list-units", "--all", "--plain", "--no-legend"], stdout=f,
                        stderr=subprocess.STDOUT)
         subprocess.run(["systemctl", "--no-pager", "list-jobs"], stdout=f, stderr=subprocess.STDOUT)
+
+
+def dump_journals(out):
+    """What the runner prints on failure: the journals of failed and Switchboard units."""
     failed = subprocess.run(["systemctl", "--no-pager", "list-units", "--failed", "--plain", "--no-legend"],
                             capture_output=True, text=True).stdout
     names = {line.split()[0] for line in failed.splitlines() if line.strip()}
@@ -539,6 +543,7 @@ def main():
         signal.alarm(0)
     with open(os.path.join(args.out, "results"), "w") as f:
         f.write("\n".join(RESULTS) + "\n")
+    save_journal(args.out)
     if not ok or any(r.startswith("FAIL") for r in RESULTS):
         dump_journals(args.out)
         return 1

@@ -151,7 +151,6 @@ def base_system(ev, tree, deviations, store_path):
                f"L+ /run/current-system/sw - - - - {store_path}\n"
                "d /run/wrappers/bin 0755 root root -\n"
                "d /var/empty 0555 root root -\n"
-               "d /root 0700 root root -\n", 0o644)
     # A first boot with an empty /etc would apply the host's presets
     # (Debian: enable *); NixOS enables only what wantedBy links.
     tree.write("etc/systemd/system-preset/00-nixos-stand-in.preset", "disable *\n", 0o644)
