@@ -94,8 +94,10 @@ def system_path(ev, tree, deviations):
         if base == "postgresql":
             progs = {n: os.path.join(standins.PG_BIN, n) for n in sorted(os.listdir(standins.PG_BIN))}
         elif name == "rabbitmq-server":
-            progs = {n: os.path.join(standins.RABBITMQ_BIN, n) for n in sorted(os.listdir(standins.RABBITMQ_BIN))
-                     if not n.startswith("rabbitmq-defaults") and n != "rabbitmq-env"}
+            # rabbitmq-env and rabbitmq-defaults too: the scripts source them from their own directory.
+            # nixpkgs wraps the scripts with Erlang on their PATH; Debian's expect erl on PATH.
+            progs = {n: os.path.join(standins.RABBITMQ_BIN, n) for n in sorted(os.listdir(standins.RABBITMQ_BIN))}
+            progs.update({n: p for n, p in (debian_programs("erlang-base") or {}).items() if n not in progs})
         elif name in ("python3",):
             progs = {"python3": "/usr/bin/python3"}
         else:
@@ -150,7 +152,7 @@ def base_system(ev, tree, deviations, store_path):
                "# What NixOS's activation script sets up before systemd starts.\n"
                f"L+ /run/current-system/sw - - - - {store_path}\n"
                "d /run/wrappers/bin 0755 root root -\n"
-               "d /var/empty 0555 root root -\n"
+               "d /var/empty 0555 root root -\n", 0o644)
     # A first boot with an empty /etc would apply the host's presets
     # (Debian: enable *); NixOS enables only what wantedBy links.
     tree.write("etc/systemd/system-preset/00-nixos-stand-in.preset", "disable *\n", 0o644)
