@@ -1,11 +1,13 @@
 //! The HTTP API: `POST /authenticate` (wire contract), plus the runtime's
 //! `/healthz` and `/readyz`, the latter also telling how RabbitMQ is doing.
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use axum::{Extension, Router};
 use serde::Deserialize;
 use switchboard_runtime::http::{
     ApiError, ApiJson, Envelope, ReadinessCheck, reply, request_id, standard_service,
@@ -15,6 +17,7 @@ use crate::domain::{Email, InvalidInput, Password};
 use crate::events::{Events, LoginEvent};
 use crate::hashing::{HashError, PasswordHasher, Verdict};
 use crate::store::{StoreError, UserStore};
+use crate::throttle::{LoginThrottle, Refusal};
 
 /// What the handlers share.
 #[derive(Debug, Clone)]
@@ -22,6 +25,7 @@ pub struct AppState {
     pub store: UserStore,
     pub hasher: PasswordHasher,
     pub events: Events,
+    pub throttle: LoginThrottle,
 }
 
 /// The body of `POST /authenticate`.
@@ -79,20 +83,49 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
 
 async fn authenticate(
     State(app): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiJson(credentials): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&credentials.email).map_err(LoginError::from)?;
     let password = Password::parse(credentials.password).map_err(LoginError::from)?;
+    let peer = peer.map(|Extension(ConnectInfo(peer))| peer);
+    let client = app.throttle.client_address(peer, &headers);
+    // Before the user lookup, so that what a refused attempt costs cannot
+    // depend on whether the account exists, and without waiting for bcrypt.
+    if let Some(refusal) = app
+        .throttle
+        .check(&email, &client)
+        .await
+        .map_err(LoginError::from)?
+    {
+        return Ok(throttled(&email, &client, refusal));
+    }
     let user = app
         .store
         .find_by_email(&email)
         .await
         .map_err(LoginError::from)?;
+    let permit = app.hasher.permit().await.map_err(LoginError::from)?;
+    // Again, now that bcrypt can start: attempts that queued for a permit
+    // see the failures recorded meanwhile, so a burst of concurrent guesses
+    // gets past the limit by at most the runs in progress, not by the burst.
+    if let Some(refusal) = app
+        .throttle
+        .check(&email, &client)
+        .await
+        .map_err(LoginError::from)?
+    {
+        return Ok(throttled(&email, &client, refusal));
+    }
     // Unknown users are checked against the dummy hash: same bcrypt time.
     let verdict = match app
         .hasher
-        .verify(&password, user.as_ref().map(|u| u.password.as_str()))
+        .verify_with(
+            permit,
+            &password,
+            user.as_ref().map(|u| u.password.as_str()),
+        )
         .await
     {
         Ok(verdict) => verdict,
@@ -104,15 +137,26 @@ async fn authenticate(
     };
     let user = match (verdict, user) {
         (Verdict::Match, Some(user)) if user.is_active() => user,
-        (Verdict::Match, Some(_)) => {
-            tracing::info!(email = %email, "login refused: user is inactive");
-            return Err(LoginError::InvalidCredentials.into());
-        }
-        _ => {
-            tracing::info!(email = %email, "login refused: invalid credentials");
+        (verdict, _) => {
+            if verdict == Verdict::Match {
+                tracing::info!(email = %email, %client, "login refused: user is inactive");
+            } else {
+                tracing::info!(email = %email, %client, "login refused: invalid credentials");
+            }
+            // Counted like any failure: a limit that an inactive user's right
+            // password did not reach would tell that password apart.
+            app.throttle
+                .record_failure(&email, &client)
+                .await
+                .map_err(LoginError::from)?;
             return Err(LoginError::InvalidCredentials.into());
         }
     };
+    // A count that is not reset only errs on the side of caution; the user
+    // proved the password, so the login stands.
+    if let Err(err) = app.throttle.record_success(&email).await {
+        tracing::warn!(email = %email, error = %err, "could not reset the failed-login count");
+    }
     let request_id = request_id(&headers).map(str::to_owned);
     app.events.submit(LoginEvent::new(&email, request_id));
     tracing::info!(email = %email, user_id = user.id, "logged in");
@@ -120,6 +164,25 @@ async fn authenticate(
         StatusCode::ACCEPTED,
         Envelope::ok_with(format!("Logged in user {}", user.email), user.view()),
     ))
+}
+
+/// 429 with `Retry-After` and the envelope: the same for every kind of
+/// account, since unknown ones are counted like known ones.
+fn throttled(email: &Email, client: &str, refusal: Refusal) -> Response {
+    tracing::info!(
+        email = %email,
+        %client,
+        scope = ?refusal.scope,
+        retry_after_secs = refusal.retry_after_secs,
+        "login refused: too many failed logins"
+    );
+    let mut response =
+        ApiError::new(StatusCode::TOO_MANY_REQUESTS, refusal.message()).into_response();
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(refusal.retry_after_secs),
+    );
+    response
 }
 
 /// Ready means PostgreSQL answers; RabbitMQ is optional (events wait in

@@ -12,6 +12,7 @@ pub mod events;
 pub mod hashing;
 pub mod settings;
 pub mod store;
+pub mod throttle;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::api::AppState;
 use crate::hashing::{HashError, PasswordHasher};
 pub use crate::settings::Settings;
 use crate::store::{StoreError, UserStore};
+use crate::throttle::LoginThrottle;
 
 /// The sockets the service serves on.
 #[derive(Debug)]
@@ -71,6 +73,7 @@ pub async fn run(
     lifecycle::status("preparing password hashing");
     let hasher = PasswordHasher::new(settings.security.bcrypt_cost).await?;
     let store = UserStore::connect_lazy(&settings.database)?;
+    let throttle = LoginThrottle::new(store.pool().clone(), &settings.throttle)?;
     if !wait_for_database(&store, &shutdown).await {
         return Ok(());
     }
@@ -86,6 +89,7 @@ pub async fn run(
             store: store.clone(),
             hasher,
             events,
+            throttle,
         },
         settings.security.max_body_bytes,
     );
@@ -93,6 +97,9 @@ pub async fn run(
     tracing::info!(
         ?address,
         bcrypt_cost = settings.security.bcrypt_cost,
+        max_failures_per_account = settings.throttle.max_failures_per_account,
+        max_failures_per_address = settings.throttle.max_failures_per_address,
+        throttle_window_ms = settings.throttle.window_ms,
         "serving"
     );
     lifecycle::ready();

@@ -1,7 +1,7 @@
 //! The auth service's configuration: sections and keys as in the README's table
 //! (`SWITCHBOARD_AUTH__<SECTION>__<KEY>` overrides any of them), plus
 //! `events.max_pending`, the bound of the in-memory queue of login events that
-//! wait for RabbitMQ.
+//! wait for RabbitMQ, and `[throttle]`, the limits on failed logins.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,8 @@ pub struct Settings {
     pub events: Events,
     /// Password hashing and request limits.
     pub security: Security,
+    /// Limits on failed logins per account and per client address.
+    pub throttle: Throttle,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }
@@ -83,6 +85,23 @@ impl Settings {
         }
         if self.events.max_pending == 0 {
             return invalid("events.max_pending", "must be at least 1".into());
+        }
+        if self.throttle.window_ms == 0 {
+            return invalid("throttle.window_ms", "must be at least 1".into());
+        }
+        // A window beyond what PostgreSQL's interval arithmetic and the
+        // Retry-After header carry sensibly is a typo, not a policy.
+        if self.throttle.window_ms > MAX_THROTTLE_WINDOW_MS {
+            return invalid(
+                "throttle.window_ms",
+                format!(
+                    "is {}; at most {MAX_THROTTLE_WINDOW_MS} (one year) is accepted",
+                    self.throttle.window_ms
+                ),
+            );
+        }
+        if let Err(problem) = self.throttle.trusted_proxy_networks() {
+            return invalid("throttle.trusted_proxies", problem);
         }
         Ok(())
     }
@@ -196,6 +215,59 @@ impl Default for Security {
     }
 }
 
+/// The longest `throttle.window_ms` accepted: one year.
+pub const MAX_THROTTLE_WINDOW_MS: u64 = 366 * 24 * 60 * 60 * 1000;
+
+/// `[throttle]`: failed logins counted in PostgreSQL (shared by every auth
+/// instance on the database, kept across restarts). Beyond a limit a login
+/// is answered 429 without checking the password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Throttle {
+    /// Failed logins for one e-mail address (as normalised for the lookup,
+    /// known or not) within the window; `0` disables this limit.
+    pub max_failures_per_account: u32,
+    /// Failed logins from one client address (IPv6: its /64) within the
+    /// window, whatever the accounts; `0` disables this limit.
+    pub max_failures_per_address: u32,
+    /// How long a failure counts.
+    pub window_ms: u64,
+    /// Peers whose `X-Forwarded-For` names the client (the broker): addresses
+    /// or networks (`10.0.0.0/8`), separated by commas or spaces. From any
+    /// other peer the header is ignored and the peer is the client.
+    pub trusted_proxies: String,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            max_failures_per_account: 5,
+            max_failures_per_address: 20,
+            window_ms: 15 * 60 * 1000,
+            trusted_proxies: "127.0.0.0/8, ::1".to_owned(),
+        }
+    }
+}
+
+impl Throttle {
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// `trusted_proxies` parsed; the error says which entry is wrong.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<crate::throttle::Network>, String> {
+        self.trusted_proxies
+            .split([',', ' ', '\t', '\n'])
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry.parse().map_err(|_| {
+                    format!("has {entry:?}, which is neither an IP address nor a network like 10.0.0.0/8")
+                })
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +287,26 @@ mod tests {
         assert_eq!(settings.events.publish_timeout_ms, 5_000);
         assert_eq!(settings.security.bcrypt_cost, 12);
         assert_eq!(settings.security.max_body_bytes, 1_048_576);
+        assert_eq!(settings.throttle.max_failures_per_account, 5);
+        assert_eq!(settings.throttle.max_failures_per_address, 20);
+        assert_eq!(settings.throttle.window_ms, 900_000);
+        assert_eq!(settings.throttle.trusted_proxies, "127.0.0.0/8, ::1");
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_or_window_names_the_key() {
+        let mut settings = Settings::default();
+        settings.throttle.trusted_proxies = "127.0.0.1, broker.example".into();
+        let err = settings.validate().expect_err("a host name");
+        assert!(
+            err.to_string().contains("throttle.trusted_proxies"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("broker.example"), "{err}");
+        let mut settings = Settings::default();
+        settings.throttle.window_ms = 0;
+        let err = settings.validate().expect_err("empty window");
+        assert!(err.to_string().contains("throttle.window_ms"), "{err}");
     }
 
     #[test]
