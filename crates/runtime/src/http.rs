@@ -241,6 +241,36 @@ fn request_span(request: &Request<Body>) -> tracing::Span {
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
 }
 
+/// The server-side bound on a request (`http.request_timeout_ms`, installed
+/// by [`crate::service::serve_http_with`] outside every other layer): a
+/// request not answered in time is dropped and answered `503` with the
+/// envelope, carrying the client's request id when it sent one.
+pub(crate) async fn answer_within(
+    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
+    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(%method, %path, timeout_ms = timeout.as_millis(), "request not answered in time");
+            let mut response = ApiError::unavailable(format!(
+                "the request was not answered within {} ms",
+                timeout.as_millis()
+            ))
+            .into_response();
+            if let Some(id) = request_id {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
+            }
+            response
+        }
+    }
+}
+
 /// The request id of the current request, to pass on to downstreams.
 pub fn request_id(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers

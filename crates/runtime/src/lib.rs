@@ -2,7 +2,8 @@
 //! down by systemd (or the dev stack), readiness and shutdown notifications,
 //! logging to journald or stderr, and the HTTP conventions of the wire contract
 //! (the JSON envelope, errors that never leak panics, health endpoints), and
-//! secrets from files or systemd credentials ([`credentials`], [`amqp`]).
+//! secrets from files or systemd credentials ([`credentials`], [`amqp`]), and
+//! the bounds every door keeps ([`limits`]).
 //!
 //! A service's `main.rs` stays thin: it calls [`service::Service::start`],
 //! connects to its dependencies, builds its routers and hands them the listeners
@@ -10,13 +11,16 @@
 
 pub mod amqp;
 pub mod config;
+mod connection;
 pub mod credentials;
 pub mod http;
 pub mod lifecycle;
+pub mod limits;
 pub mod listen;
 pub mod service;
 pub mod telemetry;
 
 pub use config::{ConfigError, RuntimeSettings};
 pub use lifecycle::Shutdown;
+pub use limits::HttpLimits;
 pub use listen::Listeners;

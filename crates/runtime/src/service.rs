@@ -2,14 +2,20 @@
 //! install logging, collect inherited sockets, wire SIGTERM/SIGINT and the
 //! watchdog, and serve HTTP with a graceful drain.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 
 use crate::config::{self, ConfigError, RuntimeSettings, Sources};
+use crate::connection::{Activity, Counted, Expiry, Observed, Timeouts};
 use crate::lifecycle::{self, Shutdown};
+use crate::limits::{ConnectionLimit, HttpLimits};
 use crate::listen::{ListenError, Listeners};
 
 /// The `--config FILE` option every service binary takes.
@@ -80,27 +86,91 @@ impl<S: ServiceSettings> Service<S> {
 /// a `systemctl restart` into a connection reset for it.
 const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Serves `router` on `listener` until `shutdown`, then drains: it stops
-/// accepting (new connections wait in the socket's backlog, which systemd keeps
-/// open for the next instance), lets just-accepted connections send their
-/// request, and waits for in-flight requests to finish. The caller bounds the
-/// drain with [`crate::lifecycle::drain_within`].
+/// How long a connection closed for idling may take to go: an HTTP/2 peer is
+/// sent a GOAWAY and need not answer it, an HTTP/1 response may be stuck
+/// behind a client that does not read. Dropped after this.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`serve_http_with`] with the default [`HttpLimits`].
 pub async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+    serve_http_with(listener, router, shutdown, &HttpLimits::default()).await
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown`, then
+/// drains: it stops accepting (new connections wait in the socket's backlog,
+/// which systemd keeps open for the next instance), lets just-accepted
+/// connections send their request, and waits for in-flight requests to
+/// finish. The caller bounds the drain with [`crate::lifecycle::drain_within`].
+///
+/// `limits`: at most `max_connections` at once (beyond, the next connection
+/// waits in the backlog), heads within `header_read_timeout`, idle
+/// connections closed after `idle_timeout`, answers within
+/// `request_timeout` (else `503` with the envelope), heads of at most
+/// `max_header_bytes`, `http2_max_concurrent_streams` streams per HTTP/2
+/// connection.
+pub async fn serve_http_with(
+    listener: TcpListener,
+    router: axum::Router,
+    shutdown: Shutdown,
+    limits: &HttpLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
-    use hyper_util::server::graceful::GracefulShutdown;
     use hyper_util::service::TowerToHyperService;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
     use tower::ServiceExt as _;
 
-    let graceful = GracefulShutdown::new();
-    let builder = Builder::new(TokioExecutor::new());
+    let router = match limits.request_timeout() {
+        Some(timeout) => router.layer(axum::middleware::from_fn_with_state(
+            timeout,
+            crate::http::answer_within,
+        )),
+        None => router,
+    };
+    let mut builder = Builder::new(TokioExecutor::new());
+    // The head and idle deadlines are the connection task's (see
+    // `connection`): hyper's own header timer would also close kept-alive
+    // connections at rest after the header timeout. With a timer set it
+    // would apply its 30 s default, so it is switched off explicitly.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None::<std::time::Duration>);
+    if limits.max_header_bytes > 0 {
+        // hyper refuses (panics on) buffers under 8 KiB.
+        builder
+            .http1()
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
+    }
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(
+            (limits.http2_max_concurrent_streams > 0)
+                .then_some(limits.http2_max_concurrent_streams),
+        );
+    let timeouts = Timeouts {
+        header_read: limits.header_read_timeout(),
+        idle: limits.idle_timeout(),
+    };
+    let connections = ConnectionLimit::new("http", limits.max_connections);
+    let tasks = TaskTracker::new();
+    let drain = CancellationToken::new();
     let stop = shutdown.requested();
     tokio::pin!(stop);
     loop {
+        let permit = tokio::select! {
+            permit = connections.admit() => permit,
+            () = &mut stop => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -115,6 +185,7 @@ pub async fn serve_http(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
         let service = router.clone().map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request
@@ -123,20 +194,110 @@ pub async fn serve_http(
                 request
             },
         );
+        let service = Counted::new(TowerToHyperService::new(service), Arc::clone(&activity));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection_with_upgrades(
+                TokioIo::new(Observed::new(stream, Arc::clone(&activity))),
+                service,
+            )
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
+        let drain = drain.clone();
+        tasks.spawn(async move {
+            let _slot = permit;
+            drive_connection(connection, &activity, timeouts, drain).await;
         });
     }
     drop(listener);
     tokio::time::sleep(FIRST_REQUEST_GRACE).await;
-    graceful.shutdown().await;
+    drain.cancel();
+    tasks.close();
+    tasks.wait().await;
     Ok(())
+}
+
+/// Polls one connection to its end, closing it at its deadline or when the
+/// server drains.
+async fn drive_connection<C>(
+    connection: C,
+    activity: &Activity,
+    timeouts: Timeouts,
+    drain: tokio_util::sync::CancellationToken,
+) where
+    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConnection,
+{
+    tokio::pin!(connection);
+    let mut closing = false;
+    let mut give_up: Option<Instant> = None;
+    loop {
+        let deadline = if closing {
+            None
+        } else {
+            activity.deadline(timeouts)
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            () = activity.changed(), if !closing => {}
+            () = sleep_until(deadline.map(|(at, _)| at)) => {
+                // The deadline may have moved since it was read.
+                match activity.deadline(timeouts) {
+                    Some((at, Expiry::Header)) if at <= Instant::now() => {
+                        // Half a head (or nothing) has nothing to finish; hyper
+                        // would keep waiting for the rest.
+                        tracing::debug!("closing a connection that did not send a request head in time");
+                        return;
+                    }
+                    Some((at, Expiry::Idle)) if at <= Instant::now() => {
+                        tracing::debug!("closing an idle connection");
+                        connection.as_mut().graceful_shutdown();
+                        closing = true;
+                        give_up = Some(Instant::now() + CLOSE_GRACE);
+                    }
+                    _ => {}
+                }
+            }
+            () = drain.cancelled(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = sleep_until(give_up) => {
+                tracing::debug!("an idle connection did not close within its grace; dropping it");
+                return;
+            }
+        }
+    }
+}
+
+/// hyper's connections, as far as [`drive_connection`] needs them.
+trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S, E, B> GracefulConnection
+    for hyper_util::server::conn::auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper_util::server::conn::auto::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reports a fatal start-up or run error the way an operator will look for it
