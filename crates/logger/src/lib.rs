@@ -83,23 +83,28 @@ pub async fn run(
     let http_door = {
         let shutdown = shutdown.clone();
         async move {
-            let result =
-                switchboard_runtime::service::serve_http(listeners.http, router, shutdown.clone())
-                    .await
-                    .map_err(Error::Http);
+            let result = switchboard_runtime::service::serve_http_with(
+                listeners.http,
+                router,
+                shutdown.clone(),
+                &settings.http,
+            )
+            .await
+            .map_err(Error::Http);
             stop_all_on_error(&shutdown, result)
         }
     };
     let rpc_door = rpc::serve(
         listeners.rpc,
         rpc::RpcDoor::new(ingest.clone()),
+        &settings.rpc,
         shutdown.clone(),
     );
     let grpc_door = {
         let shutdown = shutdown.clone();
         let door = grpc::GrpcDoor::new(ingest.clone());
         async move {
-            let result = grpc::serve(listeners.grpc, door, shutdown.clone())
+            let result = grpc::serve(listeners.grpc, door, &settings.grpc, shutdown.clone())
                 .await
                 .map_err(Error::Grpc);
             stop_all_on_error(&shutdown, result)

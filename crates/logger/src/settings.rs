@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
+use switchboard_runtime::limits::millis;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_runtime::{HttpLimits, RuntimeSettings};
 
 /// Everything `switchboard-logger` can be configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +24,12 @@ pub struct Settings {
     pub limits: Limits,
     /// Group commit of concurrent writes.
     pub batching: Batching,
+    /// Bounds of the HTTP door (connections, timeouts, header sizes).
+    pub http: HttpLimits,
+    /// Bounds of the RPC door.
+    pub rpc: Rpc,
+    /// Bounds of the gRPC door.
+    pub grpc: Grpc,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }
@@ -141,6 +148,81 @@ impl Default for Batching {
     }
 }
 
+/// `[rpc]`: what one client of the RPC door can hold. `0` disables a bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Rpc {
+    /// Connections served at once; beyond it new ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// Calls one connection may have running at once. The next call of a
+    /// pipelining client is not read until one finishes: it waits in the
+    /// socket, and TCP flow control slows the client down.
+    pub max_in_flight_per_connection: usize,
+    /// A connection with no call running and none arriving for this long is
+    /// closed. The broker and the listener reconnect on their next call.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Rpc {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_in_flight_per_connection: 256,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl Rpc {
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        millis(self.idle_timeout_ms)
+    }
+}
+
+/// `[grpc]`: what one client of the gRPC door can hold. `0` disables a bound.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Grpc {
+    /// Connections served at once; beyond it new ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+    /// A call not answered within this fails with `CANCELLED` (a client's
+    /// shorter `grpc-timeout` wins).
+    pub request_timeout_ms: u64,
+    /// Calls one connection may have running at once; further ones wait.
+    pub concurrency_limit_per_connection: usize,
+    /// HTTP/2 streams a connection may have open (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_concurrent_streams: u32,
+    /// Largest header list of a call (`SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub max_header_bytes: u32,
+    /// The server pings a connection that has been quiet this long...
+    pub keepalive_interval_ms: u64,
+    /// ...and closes it when the ping is not answered within this.
+    pub keepalive_timeout_ms: u64,
+    /// A connection from which nothing at all arrives for this long is
+    /// closed. Live HTTP/2 clients answer the keep-alive pings, so this only
+    /// cuts peers that connected and never spoke HTTP/2 (the pings start
+    /// after the handshake) or went silent; keep it above the keep-alive
+    /// interval plus timeout.
+    pub silence_timeout_ms: u64,
+}
+
+impl Default for Grpc {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            request_timeout_ms: 30_000,
+            concurrency_limit_per_connection: 256,
+            max_concurrent_streams: 256,
+            max_header_bytes: 64 * 1024,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 10_000,
+            silence_timeout_ms: 60_000,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +258,26 @@ mod tests {
         assert_eq!(settings.mongodb.database, "other");
         assert_eq!(settings.limits.max_data_bytes, 10);
         assert_eq!(settings.batching.writers, 2);
+    }
+
+    #[test]
+    fn every_door_has_its_bounds_under_its_own_section() {
+        let sources = Sources {
+            file: None,
+            env: [
+                ("SWITCHBOARD_LOGGER__HTTP__HEADER_READ_TIMEOUT_MS", "500"),
+                ("SWITCHBOARD_LOGGER__RPC__MAX_IN_FLIGHT_PER_CONNECTION", "3"),
+                ("SWITCHBOARD_LOGGER__GRPC__SILENCE_TIMEOUT_MS", "0"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        };
+        let settings: Settings = load("logger", &sources).expect("overrides");
+        assert_eq!(settings.http.header_read_timeout_ms, 500);
+        assert_eq!(settings.rpc.max_in_flight_per_connection, 3);
+        assert_eq!(settings.grpc.silence_timeout_ms, 0);
+        assert_eq!(settings.rpc.idle_timeout(), Some(Duration::from_secs(300)));
     }
 
     #[test]
