@@ -9,6 +9,7 @@
 }:
 let
   workspace = (lib.importTOML ../Cargo.toml).workspace;
+  sourceFiles = import ./source.nix;
 
   # Installed binaries: the services and the dev stack runner. The benchmark
   # tool, the test harness and the system tests are built only for checkPhase.
@@ -26,19 +27,14 @@ rustPlatform.buildRustPackage {
   pname = "switchboard";
   inherit (workspace.package) version;
 
-  # Only what the build reads, so that editing the NixOS module or the
-  # scripts does not rebuild the workspace.
+  # Only what the build reads (nixos/source.nix), so that editing the NixOS
+  # module or the scripts does not rebuild the workspace.
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [
-      ../Cargo.toml
-      ../Cargo.lock
-      ../crates
-      ../tests
-      ../proto
-      ../systemd
-      (lib.fileset.maybeMissing ../config)
-    ];
+    fileset = lib.fileset.unions (
+      map (path: ../. + "/${path}") sourceFiles.required
+      ++ map (path: lib.fileset.maybeMissing (../. + "/${path}")) sourceFiles.optional
+    );
   };
 
   cargoLock.lockFile = ../Cargo.lock;
@@ -57,20 +53,8 @@ rustPlatform.buildRustPackage {
     SWITCHBOARD_SKIP_SERVER_TESTS = "1";
   };
 
-  postInstall = ''
-    for unit in systemd/*.service systemd/*.socket systemd/*.target; do
-      install -Dm444 -t "$out/lib/systemd/system" "$unit"
-    done
-    for unit in "$out"/lib/systemd/system/*.service; do
-      substituteInPlace "$unit" --replace-fail '@bindir@' "$out/bin"
-    done
-
-    if [ -d config ]; then
-      for example in config/*.toml; do
-        install -Dm444 -t "$out/share/switchboard" "$example"
-      done
-    fi
-  '';
+  # A file of its own, so that scripts/check-nix-sandbox runs the same text.
+  postInstall = builtins.readFile ./install-units.sh;
 
   meta = {
     description = "Distributed microservices (API gateway, auth, log store, mail, event listener) as sandboxed systemd units";
