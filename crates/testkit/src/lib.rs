@@ -58,8 +58,17 @@
 //!
 //! Sandboxed builds (the Nix `checkPhase`) cannot start servers: they set
 //! `SWITCHBOARD_SKIP_SERVER_TESTS=1`, and server-backed tests begin with
-//! `if switchboard_testkit::servers_disabled() { return; }`.
+//! `if switchboard_testkit::servers_disabled() { return; }`. Tests that need
+//! a privilege the sandbox does not grant skip themselves the same way, with
+//! [`skip`] (e.g. after [`activation::network_namespaces_permitted`]).
+//!
+//! # Services as systemd runs them
+//!
+//! [`activation`] is the harness of the services' binary tests: socket
+//! activation through `systemd-socket-activate`, a notify socket, SIGTERM and
+//! a wait for the exit.
 
+pub mod activation;
 mod binary;
 mod error;
 mod mailhog;
@@ -218,16 +227,21 @@ pub fn unique_name(prefix: &str) -> String {
 pub fn servers_disabled() -> bool {
     let disabled = std::env::var_os(SKIP_SERVER_TESTS_ENV).is_some_and(|value| value == "1");
     if disabled {
-        let thread = std::thread::current();
-        let test = thread.name().unwrap_or("<unnamed test>");
-        // Straight to fd 2, not eprintln!: libtest captures the macros' output
-        // of passing tests, and a skip must be visible.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipping: {test}: {SKIP_SERVER_TESTS_ENV}=1, this test needs real servers"
-        );
+        skip(&format!(
+            "{SKIP_SERVER_TESTS_ENV}=1, this test needs real servers"
+        ));
     }
     disabled
+}
+
+/// Says that the running test skips itself: `skipping: <test>: <reason>` on
+/// stderr, the test named after its thread. The caller then returns.
+pub fn skip(reason: &str) {
+    let thread = std::thread::current();
+    let test = thread.name().unwrap_or("<unnamed test>");
+    // Straight to fd 2, not eprintln!: libtest captures the macros' output
+    // of passing tests, and a skip must be visible.
+    let _ = writeln!(std::io::stderr(), "skipping: {test}: {reason}");
 }
 
 /// One instance per test process, created on first use and kept in a static.
