@@ -5,24 +5,16 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::Postgres;
+use switchboard_testkit::activation::{
+    KillOnDrop, NotifySocket, SocketActivation, sigterm, wait_for_exit,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-auth");
-
-/// A child process killed on drop, so a failing test leaves nothing behind.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `switchboard-auth ARGS` with `env`, the password (or anything) on stdin.
 fn auth(args: &[&str], env: &[(&str, String)], stdin: &str) -> Output {
@@ -53,14 +45,6 @@ fn fresh_database() -> (String, String) {
     let url = postgres.create_database().expect("database");
     let name = url.rsplit('/').next().expect("name").to_owned();
     (url, name)
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
 }
 
 fn http_get(port: u16, path: &str) -> std::io::Result<String> {
@@ -299,38 +283,11 @@ fn environment_overrides_the_file_which_overrides_defaults() {
     );
 }
 
-/// Reads datagrams from the notify socket until one carries `READY=1`.
-fn wait_for_ready(socket: &UnixDatagram, deadline: Instant) -> Vec<String> {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let ready = datagram.lines().any(|line| line == "READY=1");
-                received.push(datagram);
-                if ready {
-                    return received;
-                }
-            }
-            Err(err)
-                if matches!(
-                    err.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(err) => panic!("notify socket: {err}"),
-        }
-    }
-    panic!("no READY=1 on the notify socket; got {received:?}");
-}
-
 #[test]
 fn serves_on_the_activated_socket_and_notifies_readiness() {
     if switchboard_testkit::servers_disabled() {
         return;
     }
-    let activator = which("systemd-socket-activate")
-        .expect("systemd-socket-activate not found (package systemd): run scripts/setup");
     let postgres = Postgres::shared().expect("postgres");
     let (url, _) = fresh_database();
     let database = url.rsplit('/').next().expect("name");
@@ -361,17 +318,13 @@ fn serves_on_the_activated_socket_and_notifies_readiness() {
     assert!(seeded.status.success(), "{}", text(&seeded.stderr));
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = NotifySocket::bind().expect("notify socket");
     let port = switchboard_testkit::free_port();
     // The configured address must not be what is served: the socket wins.
     let unused_port = switchboard_testkit::free_port();
     let log = dir.path().join("auth.log");
     let env = [
-        ("NOTIFY_SOCKET", notify_path.display().to_string()),
+        ("NOTIFY_SOCKET", notify.path().display().to_string()),
         ("SWITCHBOARD_AUTH__DATABASE__URL", socket_url),
         ("SWITCHBOARD_AUTH__EVENTS__AMQP_URL", common::fresh_vhost()),
         ("SWITCHBOARD_AUTH__SECURITY__BCRYPT_COST", "4".to_owned()),
@@ -381,16 +334,13 @@ fn serves_on_the_activated_socket_and_notifies_readiness() {
         ),
         ("SWITCHBOARD_AUTH__RUNTIME__LOG_TARGET", "stderr".to_owned()),
     ];
-    let mut command = Command::new(activator);
-    command
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log file"));
-    // systemd-socket-activate passes on only what -E names.
-    for (name, value) in &env {
-        command.arg(format!("-E{name}={value}"));
-    }
-    let _child = Running(command.arg(BINARY).spawn().expect("spawn activator"));
+    let mut command = SocketActivation::new()
+        .listen(format!("127.0.0.1:{port}"), "http")
+        .envs(env)
+        .command(BINARY)
+        .expect("systemd-socket-activate");
+    command.stderr(std::fs::File::create(&log).expect("log file"));
+    let _child = KillOnDrop(command.spawn().expect("spawn activator"));
 
     // The first connection starts the service; it waits in the backlog.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -413,7 +363,15 @@ fn serves_on_the_activated_socket_and_notifies_readiness() {
         reply.contains(r#""message":"Logged in user admin@example.com""#),
         "{reply}"
     );
-    let datagrams = wait_for_ready(&notify, deadline);
+    assert!(
+        notify.wait_for(
+            "READY=1",
+            deadline.saturating_duration_since(Instant::now())
+        ),
+        "no READY=1 on the notify socket; got {:?}",
+        notify.seen()
+    );
+    let datagrams = notify.seen();
     assert!(
         datagrams.iter().any(|d| d.contains("STATUS=")),
         "status lines expected before READY: {datagrams:?}"
@@ -460,7 +418,7 @@ fn sigterm_without_rabbitmq_exits_cleanly_and_names_unpublished_events() {
     let log = dir.path().join("auth.log");
     let port = switchboard_testkit::free_port();
     let nowhere = switchboard_testkit::free_port();
-    let mut server = Running(
+    let mut server = KillOnDrop(
         Command::new(BINARY)
             .env("SWITCHBOARD_AUTH__DATABASE__URL", &url)
             .env(
@@ -492,21 +450,12 @@ fn sigterm_without_rabbitmq_exits_cleanly_and_names_unpublished_events() {
     };
     assert!(reply.starts_with("HTTP/1.1 202"), "{reply}");
 
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    let exit = loop {
-        if let Some(exit) = server.0.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    sigterm(&server).expect("SIGTERM");
+    let exit = wait_for_exit(
+        &mut server,
+        deadline.saturating_duration_since(Instant::now()),
+    )
+    .unwrap_or_else(|| panic!("no exit after SIGTERM"));
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(exit.success(), "{exit}\n{logged}");
     assert!(!logged.contains("panicked"), "{logged}");

@@ -1,24 +1,19 @@
 //! The real `switchboard-frontend` binary the way systemd runs it: the `http`
 //! socket passed as fd 3 by `systemd-socket-activate`, READY=1 and STOPPING=1
 //! on `$NOTIFY_SOCKET`, the broker URL from the environment, exit on SIGTERM.
+//! The test without a network of its own needs `unshare --net` (CAP_SYS_ADMIN)
+//! and skips itself, saying so, where that is refused (the Nix build sandbox).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-frontend");
+use switchboard_testkit::activation::{
+    NotifySocket, SocketActivation, network_namespaces_permitted, sigterm, wait_for_exit,
+};
 
-fn activator() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file())
-        .expect("systemd-socket-activate not found (package systemd): run scripts/setup")
-}
+const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-frontend");
 
 fn get(port: u16, path: &str) -> std::io::Result<String> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
@@ -33,35 +28,8 @@ fn get(port: u16, path: &str) -> std::io::Result<String> {
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the front-end did not exit within {timeout:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn received(socket: &UnixDatagram, seen: &mut Vec<String>, line: &str, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut buffer = [0u8; 4096];
-    while Instant::now() < deadline {
-        if seen
-            .iter()
-            .any(|datagram| datagram.lines().any(|l| l == line))
-        {
-            return true;
-        }
-        if let Ok(n) = socket.recv(&mut buffer) {
-            seen.push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-        }
-    }
-    seen.iter()
-        .any(|datagram| datagram.lines().any(|l| l == line))
+    wait_for_exit(child, timeout)
+        .unwrap_or_else(|| panic!("the front-end did not exit within {timeout:?} of SIGTERM"))
 }
 
 #[test]
@@ -74,37 +42,28 @@ fn serves_the_page_on_the_activated_socket_and_notifies_readiness() {
 /// it inherited, needing no network of its own.
 #[test]
 fn serves_without_any_network_of_its_own() {
-    let probe = Command::new("unshare").args(["--net", "true"]).status();
-    if !probe.is_ok_and(|status| status.success()) {
-        panic!("`unshare --net` is not permitted here; this test needs root (CAP_SYS_ADMIN)");
+    if let Err(reason) = network_namespaces_permitted().expect("unshare (package util-linux)") {
+        switchboard_testkit::skip(&reason);
+        return;
     }
     serve_activated(&["unshare", "--net", "--"]);
 }
 
 fn serve_activated(wrapper: &[&str]) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("timeout");
+    let mut notify = NotifySocket::bind().expect("notify socket");
     let port = switchboard_testkit::free_port();
     // listen.http names an address nobody may bind: the service must use fd 3.
-    let mut child = Command::new(activator())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"])
-        .arg("-E")
-        .arg(format!("NOTIFY_SOCKET={}", notify_path.display()))
-        .args(["-E", "SWITCHBOARD_FRONTEND__LISTEN__HTTP=192.0.2.1:9"])
-        .args([
-            "-E",
-            "SWITCHBOARD_FRONTEND__PAGE__BROKER_URL=http://broker.test:18080",
-        ])
-        .args(["-E", "SWITCHBOARD_FRONTEND__RUNTIME__LOG_TARGET=stderr"])
-        .args(wrapper)
-        .arg(BINARY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
+    let mut child = SocketActivation::new()
+        .listen(format!("127.0.0.1:{port}"), "http")
+        .env("NOTIFY_SOCKET", notify.path().display().to_string())
+        .env("SWITCHBOARD_FRONTEND__LISTEN__HTTP", "192.0.2.1:9")
+        .env(
+            "SWITCHBOARD_FRONTEND__PAGE__BROKER_URL",
+            "http://broker.test:18080",
+        )
+        .env("SWITCHBOARD_FRONTEND__RUNTIME__LOG_TARGET", "stderr")
+        .wrapper(wrapper)
+        .spawn(BINARY)
         .expect("spawn systemd-socket-activate");
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -128,20 +87,17 @@ fn serve_activated(wrapper: &[&str]) {
         "{script}"
     );
 
-    let mut seen = Vec::new();
     assert!(
-        received(&notify, &mut seen, "READY=1", Duration::from_secs(10)),
-        "no READY=1; got {seen:?}"
+        notify.wait_for("READY=1", Duration::from_secs(10)),
+        "no READY=1; got {:?}",
+        notify.seen()
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sigterm(&child).expect("SIGTERM");
     let exit = wait_exit(&mut child, Duration::from_secs(15));
     assert!(exit.success(), "exit after SIGTERM: {exit}");
     assert!(
-        received(&notify, &mut seen, "STOPPING=1", Duration::from_secs(2)),
-        "no STOPPING=1; got {seen:?}"
+        notify.wait_for("STOPPING=1", Duration::from_secs(2)),
+        "no STOPPING=1; got {:?}",
+        notify.seen()
     );
 }

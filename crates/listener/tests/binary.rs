@@ -12,66 +12,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::*;
-use tokio::net::UnixDatagram;
+use switchboard_testkit::activation::{NotifySocket, sigterm, wait_for_exit};
 
-/// The notify socket a test binds in place of systemd's.
-struct Notify {
-    socket: UnixDatagram,
-    path: std::path::PathBuf,
+/// Waits for a notification containing `wanted`; returns those seen before it.
+fn wait_for_notification(notify: &mut NotifySocket, wanted: &str, within: Duration) -> Vec<String> {
+    tokio::task::block_in_place(|| notify.wait_for_datagram(|m| m.contains(wanted), within))
+        .unwrap_or_else(|| panic!("no {wanted:?} within {within:?}; got {:?}", notify.seen()))
+        .iter()
+        .map(|message| message.trim().to_owned())
+        .collect()
 }
 
-impl Notify {
-    fn bind() -> Notify {
-        let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-            "{}.sock",
-            switchboard_testkit::unique_name("notify")
-        ));
-        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        Notify { socket, path }
-    }
-
-    /// The next notification, or `None` after `within`.
-    async fn next(&self, within: Duration) -> Option<String> {
-        let mut buf = vec![0u8; 4096];
-        let n = tokio::time::timeout(within, self.socket.recv(&mut buf))
-            .await
-            .ok()?
-            .expect("recv");
-        Some(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
-    }
-
-    /// Waits for a notification containing `wanted`; returns those seen before it.
-    async fn wait_for(&self, wanted: &str, within: Duration) -> Vec<String> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.next(left).await {
-                Some(message) if message.contains(wanted) => return seen,
-                Some(message) => seen.push(message),
-                None => panic!("no {wanted:?} within {within:?}; got {seen:?}"),
-            }
-        }
-    }
-
-    /// Everything already queued on the socket.
-    async fn drain(&self) -> Vec<String> {
-        let mut seen = Vec::new();
-        while let Some(message) = self.next(Duration::from_millis(50)).await {
-            seen.push(message);
-        }
-        seen
-    }
-}
-
-impl Drop for Notify {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
+/// Everything already queued on the socket.
+fn drain(notify: &mut NotifySocket) -> Vec<String> {
+    tokio::task::block_in_place(|| notify.drain(Duration::from_millis(50)))
+        .iter()
+        .map(|message| message.trim().to_owned())
+        .collect()
 }
 
 /// Starts the binary with settings as `SWITCHBOARD_LISTENER__…` variables.
-fn spawn_listener(notify: &Notify, env: &[(&str, String)], log_name: &str) -> Child {
+fn spawn_listener(notify: &NotifySocket, env: &[(&str, String)], log_name: &str) -> Child {
     let log = std::fs::File::create(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{log_name}.log")),
     )
@@ -80,7 +41,7 @@ fn spawn_listener(notify: &Notify, env: &[(&str, String)], log_name: &str) -> Ch
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("NOTIFY_SOCKET", &notify.path)
+        .env("NOTIFY_SOCKET", notify.path())
         .env("SWITCHBOARD_LISTENER__RUNTIME__LOG_TARGET", "stderr")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -91,24 +52,16 @@ fn spawn_listener(notify: &Notify, env: &[(&str, String)], log_name: &str) -> Ch
     command.spawn().expect("spawn switchboard-listener")
 }
 
-fn sigterm(child: &Child) {
-    let pid = rustix::process::Pid::from_child(child);
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
-}
-
-async fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    wait_for("the listener to exit", within, || {
-        let status = child.try_wait().expect("try_wait");
-        async move { status }
-    })
-    .await
+fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    tokio::task::block_in_place(|| wait_for_exit(child, within))
+        .unwrap_or_else(|| panic!("the listener did not exit within {within:?}"))
 }
 
 /// With RabbitMQ unreachable the listener says so in its status line and never
 /// claims to be ready; SIGTERM still stops it at once, cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_ready_until_consuming_and_sigterm_stops_it() {
-    let notify = Notify::bind();
+    let mut notify = NotifySocket::bind().expect("notify socket");
     let closed_port = switchboard_testkit::free_port();
     let mut child = spawn_listener(
         &notify,
@@ -118,32 +71,34 @@ async fn not_ready_until_consuming_and_sigterm_stops_it() {
         )],
         "listener-unreachable",
     );
-    let seen = notify
-        .wait_for("STATUS=connecting to RabbitMQ", Duration::from_secs(30))
-        .await;
+    let seen = wait_for_notification(
+        &mut notify,
+        "STATUS=connecting to RabbitMQ",
+        Duration::from_secs(30),
+    );
     assert!(!seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
-    let later = notify.drain().await;
+    let later = drain(&mut notify);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let later: Vec<String> = later.into_iter().chain(notify.drain().await).collect();
+    let later: Vec<String> = later.into_iter().chain(drain(&mut notify)).collect();
     assert!(!later.iter().any(|m| m.contains("READY=1")), "{later:?}");
 
-    sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).await;
+    sigterm(&child).expect("SIGTERM");
+    let status = wait_exit(&mut child, Duration::from_secs(10));
     assert!(status.success(), "{status:?}");
-    let last = notify.drain().await;
+    let last = drain(&mut notify);
     assert!(last.iter().any(|m| m.contains("STOPPING=1")), "{last:?}");
 }
 
 /// A configuration error stops the binary with a message naming the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_setting_is_named_on_exit() {
-    let notify = Notify::bind();
+    let notify = NotifySocket::bind().expect("notify socket");
     let mut child = spawn_listener(
         &notify,
         &[("AMQP__PREFETCH", "0".to_owned())],
         "listener-bad-setting",
     );
-    let status = wait_exit(&mut child, Duration::from_secs(30)).await;
+    let status = wait_exit(&mut child, Duration::from_secs(30));
     assert!(!status.success());
     let log = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("listener-bad-setting.log"),
@@ -170,9 +125,9 @@ async fn a_thousand_events_are_stored_exactly_once_across_kill_and_logger_outage
         ("LOGGER__RPC_ADDR", logger.rpc.to_string()),
         ("LOGGER__TIMEOUT_MS", "2000".to_owned()),
     ];
-    let notify = Notify::bind();
+    let mut notify = NotifySocket::bind().expect("notify socket");
     let mut child = spawn_listener(&notify, &env, "listener-thousand-1");
-    let before_ready = notify.wait_for("READY=1", Duration::from_secs(60)).await;
+    let before_ready = wait_for_notification(&mut notify, "READY=1", Duration::from_secs(60));
     assert!(
         before_ready.iter().all(|m| !m.contains("consuming:")),
         "READY=1 comes when consuming starts: {before_ready:?}"
@@ -225,9 +180,9 @@ async fn a_thousand_events_are_stored_exactly_once_across_kill_and_logger_outage
     child.kill().expect("SIGKILL");
     child.wait().expect("reap");
     let stored_at_kill = store.count_named(&name).await;
-    notify.drain().await;
+    drain(&mut notify);
     let mut child = spawn_listener(&notify, &env, "listener-thousand-2");
-    notify.wait_for("READY=1", Duration::from_secs(60)).await;
+    wait_for_notification(&mut notify, "READY=1", Duration::from_secs(60));
 
     // A second outage of the logger, with the new process running through it.
     wait_for("700 published", PATIENCE, reached(700)).await;
@@ -256,9 +211,7 @@ async fn a_thousand_events_are_stored_exactly_once_across_kill_and_logger_outage
 
     // The status line reports the counts (refreshed at most once a second).
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let statuses: Vec<String> = notify
-        .drain()
-        .await
+    let statuses: Vec<String> = drain(&mut notify)
         .into_iter()
         .filter(|m| m.starts_with("STATUS="))
         .collect();
@@ -273,8 +226,8 @@ async fn a_thousand_events_are_stored_exactly_once_across_kill_and_logger_outage
         .and_then(|n| n.parse().ok())
         .expect("stored count");
     assert!(stored > 0 && stored <= EVENTS as u64 + 64, "{last}");
-    sigterm(&child);
-    let exit = wait_exit(&mut child, Duration::from_secs(15)).await;
+    sigterm(&child).expect("SIGTERM");
+    let exit = wait_exit(&mut child, Duration::from_secs(15));
     assert!(exit.success(), "{exit:?}");
     logger.stop().await;
 }

@@ -6,44 +6,16 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{grpc_request, rpc_context};
+use switchboard_testkit::activation::{
+    KillOnDrop, NotifySocket, SocketActivation, sigterm, wait_for_exit,
+};
 use switchboard_testkit::{MongoDb, free_port, servers_disabled, unique_name};
 
-/// Kills the activator (and so the logger, which it execs) if a test fails.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn notifications(socket: &UnixDatagram, until: &str) -> Vec<String> {
-    let mut received = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let done = message.lines().any(|line| line == until);
-                received.push(message);
-                if done {
-                    return received;
-                }
-            }
-            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(err) if err.kind() == std::io::ErrorKind::TimedOut => {}
-            Err(err) => panic!("notify socket: {err}"),
-        }
-    }
-    panic!("no {until} within 60 s; got {received:?}");
-}
+/// How long the logger may take to answer, become ready or stop.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn serves_the_three_sockets_systemd_passes_and_notifies_readiness() {
@@ -51,12 +23,7 @@ async fn serves_the_three_sockets_systemd_passes_and_notifies_readiness() {
         return;
     }
     let mongo = MongoDb::shared().expect("MongoDB-compatible server");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let notify_path = dir.path().join("notify.sock");
-    let notify = UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .expect("read timeout");
+    let mut notify = NotifySocket::bind().expect("notify socket");
 
     // The configured fallback addresses are taken: binding them instead of
     // using the passed sockets would fail the start.
@@ -68,38 +35,21 @@ async fn serves_the_three_sockets_systemd_passes_and_notifies_readiness() {
         .map(|port| SocketAddr::from(([127, 0, 0, 1], port)));
     let database = unique_name("activated");
 
-    let child = Command::new("systemd-socket-activate")
-        .args(["--listen", &http.to_string()])
-        .args(["--listen", &rpc.to_string()])
-        .args(["--listen", &grpc.to_string()])
-        .arg("--fdname=http:rpc:grpc")
-        .arg(format!("--setenv=NOTIFY_SOCKET={}", notify_path.display()))
-        .arg(format!(
-            "--setenv=SWITCHBOARD_LOGGER__MONGODB__URL={}",
-            mongo.url()
-        ))
-        .arg(format!(
-            "--setenv=SWITCHBOARD_LOGGER__MONGODB__DATABASE={database}"
-        ))
-        .arg(format!(
-            "--setenv=SWITCHBOARD_LOGGER__LISTEN__HTTP={}",
-            occupied_addr(0)
-        ))
-        .arg(format!(
-            "--setenv=SWITCHBOARD_LOGGER__LISTEN__RPC={}",
-            occupied_addr(1)
-        ))
-        .arg(format!(
-            "--setenv=SWITCHBOARD_LOGGER__LISTEN__GRPC={}",
-            occupied_addr(2)
-        ))
-        .arg("--setenv=SWITCHBOARD_LOGGER__RUNTIME__LOG_TARGET=stderr")
-        .arg(env!("CARGO_BIN_EXE_switchboard-logger"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("systemd-socket-activate (package systemd) must be installed");
-    let mut running = Running(child);
+    let mut running = KillOnDrop(
+        SocketActivation::new()
+            .listen(http, "http")
+            .listen(rpc, "rpc")
+            .listen(grpc, "grpc")
+            .env("NOTIFY_SOCKET", notify.path().display().to_string())
+            .env("SWITCHBOARD_LOGGER__MONGODB__URL", mongo.url())
+            .env("SWITCHBOARD_LOGGER__MONGODB__DATABASE", database)
+            .env("SWITCHBOARD_LOGGER__LISTEN__HTTP", occupied_addr(0))
+            .env("SWITCHBOARD_LOGGER__LISTEN__RPC", occupied_addr(1))
+            .env("SWITCHBOARD_LOGGER__LISTEN__GRPC", occupied_addr(2))
+            .env("SWITCHBOARD_LOGGER__RUNTIME__LOG_TARGET", "stderr")
+            .spawn(env!("CARGO_BIN_EXE_switchboard-logger"))
+            .expect("systemd-socket-activate (package systemd) must be installed"),
+    );
 
     // The activator starts the logger on the first connection; the request
     // waits in the backlog until the logger serves.
@@ -122,8 +72,12 @@ async fn serves_the_three_sockets_systemd_passes_and_notifies_readiness() {
     };
     assert_eq!(response.status(), 202);
 
-    let ready = tokio::task::block_in_place(|| notifications(&notify, "READY=1"));
-    assert!(ready.iter().any(|m| m.contains("READY=1")), "{ready:?}");
+    let ready = tokio::task::block_in_place(|| notify.wait_for("READY=1", PATIENCE));
+    assert!(
+        ready,
+        "no READY=1 within {PATIENCE:?}; got {:?}",
+        notify.seen()
+    );
 
     let rpc_client = switchboard_wire::rpc::connect(rpc)
         .await
@@ -160,25 +114,16 @@ async fn serves_the_three_sockets_systemd_passes_and_notifies_readiness() {
 
     // SIGTERM: STOPPING=1, drain, exit 0.
     drop(rpc_client);
-    let pid = running.0.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let stopping = tokio::task::block_in_place(|| notifications(&notify, "STOPPING=1"));
-    assert!(!stopping.is_empty());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = running.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "logger did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    sigterm(&running).expect("SIGTERM");
+    let stopping = tokio::task::block_in_place(|| notify.wait_for("STOPPING=1", PATIENCE));
+    assert!(
+        stopping,
+        "no STOPPING=1 within {PATIENCE:?}; got {:?}",
+        notify.seen()
+    );
+    let status =
+        tokio::task::block_in_place(|| wait_for_exit(&mut running, Duration::from_secs(20)))
+            .unwrap_or_else(|| panic!("logger did not exit after SIGTERM"));
     assert!(status.success(), "exit status {status}");
     drop(occupied);
 }

@@ -5,107 +5,30 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::{Relay, header, mail, received, recipient, send_raw};
 use switchboard_testkit::MailHog;
+use switchboard_testkit::activation::{NotifySocket, SocketActivation, sigterm, wait_for_exit};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-mail");
 
-fn activator() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file())
-        .expect("systemd-socket-activate not found (package systemd): run scripts/setup")
-}
-
-/// `systemd-socket-activate` passes only the variables named with `-E`.
 fn socket_activated(port: u16, env: &[(&str, String)]) -> Child {
-    let mut command = Command::new(activator());
-    command.args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"]);
-    for (key, value) in env {
-        command.arg("-E").arg(format!("{key}={value}"));
-    }
-    command
-        .arg(BINARY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
+    SocketActivation::new()
+        .listen(format!("127.0.0.1:{port}"), "http")
+        .envs(env.iter().map(|(key, value)| (*key, value.clone())))
+        .spawn(BINARY)
         .expect("spawn systemd-socket-activate")
 }
 
-/// A notify socket like systemd's, collecting datagrams.
-struct NotifySocket {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl NotifySocket {
-    fn bind() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        Self {
-            _dir: dir,
-            path,
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Waits for a datagram containing `line`; everything received is kept.
-    fn wait_for(&mut self, line: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut buffer = [0u8; 4096];
-        loop {
-            if self.seen.iter().any(|seen| seen.lines().any(|l| l == line)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            if let Ok(n) = self.socket.recv(&mut buffer) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-            }
-        }
-    }
-}
-
 fn terminate(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success());
+    sigterm(child).expect("SIGTERM");
 }
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the service did not exit within {timeout:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_exit(child, timeout)
+        .unwrap_or_else(|| panic!("the service did not exit within {timeout:?} of SIGTERM"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +38,7 @@ async fn serves_on_the_activated_socket_and_notifies_readiness() {
     }
     let hog = MailHog::shared().expect("MailHog starts");
     let port = switchboard_testkit::free_port();
-    let mut notify = NotifySocket::bind();
+    let mut notify = NotifySocket::bind().expect("notify socket");
     // listen.http names a port nobody may bind: the service must use fd 3.
     let mut child = socket_activated(
         port,
@@ -154,15 +77,15 @@ async fn serves_on_the_activated_socket_and_notifies_readiness() {
     assert!(
         tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(10))),
         "no READY=1; got {:?}",
-        notify.seen
+        notify.seen()
     );
     assert!(
         notify
-            .seen
+            .seen()
             .iter()
             .any(|datagram| datagram.contains("STATUS=serving; sending through 127.0.0.1:")),
         "no serving status; got {:?}",
-        notify.seen
+        notify.seen()
     );
 
     terminate(&child);
@@ -171,7 +94,7 @@ async fn serves_on_the_activated_socket_and_notifies_readiness() {
     assert!(
         tokio::task::block_in_place(|| notify.wait_for("STOPPING=1", Duration::from_secs(2))),
         "no STOPPING=1; got {:?}",
-        notify.seen
+        notify.seen()
     );
 }
 
