@@ -104,7 +104,13 @@ pub async fn run(
     );
     lifecycle::ready();
     lifecycle::status("serving");
-    let served = switchboard_runtime::service::serve_http(listeners.http, app, shutdown).await;
+    let served = switchboard_runtime::service::serve_http_with(
+        listeners.http,
+        app,
+        shutdown,
+        &settings.http,
+    )
+    .await;
 
     publisher_stop.trigger();
     if let Err(err) = publisher.await {

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_runtime::{HttpLimits, RuntimeSettings};
 
 /// The bcrypt costs the `bcrypt` crate accepts.
 pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
@@ -28,6 +28,8 @@ pub struct Settings {
     pub security: Security,
     /// Limits on failed logins per account and per client address.
     pub throttle: Throttle,
+    /// Bounds of the HTTP door: connections, timeouts, header sizes.
+    pub http: HttpLimits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }

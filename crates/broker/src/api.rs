@@ -6,10 +6,11 @@
 //! other direction (every documented operation is served) and that the
 //! committed `openapi.json` is current.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Extension;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use switchboard_runtime::http::{self as rt_http, ApiError, ApiJson, Envelope, reply};
@@ -17,13 +18,13 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::clients::Downstreams;
+use crate::clients::{AuthFailure, Downstreams};
 use crate::layers::RateLimit;
 use crate::payload::{
     DownstreamStatus, DownstreamsReply, HandleReplySchema, LogGrpcBodySchema, LogPayload, LogVia,
     Reply, RequestPayload,
 };
-use switchboard_wire::MAX_ID_BYTES;
+use switchboard_wire::LogLimits;
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -31,6 +32,9 @@ pub struct AppState {
     pub downstreams: Arc<Downstreams>,
     /// `downstream.default_log_via`.
     pub default_via: LogVia,
+    /// The logger's rules for an entry (`[limits] max_log_*`), applied
+    /// before anything is forwarded or published.
+    pub log_limits: LogLimits,
 }
 
 /// The generated OpenAPI document, serialized once, served at `/openapi.json`.
@@ -63,25 +67,35 @@ impl Document {
 )]
 struct ApiDoc;
 
-/// The routes with their documentation; `/handle` behind `rate_limit`.
-pub fn api_router(rate_limit: Option<RateLimit>) -> OpenApiRouter<AppState> {
+/// The routes with their documentation; `/handle` behind `rate_limit`;
+/// `/downstreams` only when `expose_downstreams` (`[admin]`), otherwise it
+/// is an unknown path like any other.
+pub fn api_router(
+    rate_limit: Option<RateLimit>,
+    expose_downstreams: bool,
+) -> OpenApiRouter<AppState> {
     let (schemas, paths, handle_route) = routes!(handle);
     let handle_route = match rate_limit {
         Some(layer) => handle_route.layer(layer),
         None => handle_route,
     };
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(hit_broker))
         .routes(routes!(ping))
         .routes((schemas, paths, handle_route))
         .routes(routes!(log_grpc))
-        .routes(routes!(downstreams))
-        .routes(routes!(openapi_json))
+        .routes(routes!(openapi_json));
+    if expose_downstreams {
+        router.routes(routes!(downstreams))
+    } else {
+        router
+    }
 }
 
-/// The OpenAPI document of the broker's API.
+/// The OpenAPI document of the broker's API, with every route it can serve
+/// (`/downstreams` included).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router(None).into_openapi()
+    api_router(None, true).into_openapi()
 }
 
 /// The broker answers (the original's "Hit the broker").
@@ -110,15 +124,17 @@ async fn ping() -> Response {
         example = json!({"action": "log", "log": {"name": "event", "data": "some data", "via": "grpc"}})),
     responses(
         (status = 202, description = "Done: `auth` answers `Authenticated!` with the user; `log` answers `logged`; `mail` answers `Message sent to <to>`", body = HandleReplySchema),
-        (status = 400, description = "Malformed JSON, unknown action, missing sub-object, or the downstream's validation message", body = Reply),
+        (status = 400, description = "Malformed JSON, unknown action, missing sub-object, a log entry the logger would refuse (`invalid log entry: …`), or the downstream's validation message", body = Reply),
         (status = 401, description = "`invalid credentials`", body = Reply),
-        (status = 429, description = "Rate limit of this client IP exceeded", body = Reply),
+        (status = 409, description = "`log.id` is already stored with another name or data", body = Reply),
+        (status = 429, description = "Rate limit of this client IP exceeded, or (`auth`) auth's limit of failed logins for the account or the client; `Retry-After` says when to try again", body = Reply),
         (status = 502, description = "The downstream is unreachable or failed", body = Reply),
         (status = 504, description = "The downstream did not answer in time", body = Reply),
     )
 )]
 async fn handle(
     State(state): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     ApiJson(payload): ApiJson<RequestPayload>,
 ) -> Result<Response, ApiError> {
@@ -126,10 +142,18 @@ async fn handle(
     match payload.action.as_str() {
         "auth" => {
             let credentials = payload.auth.ok_or_else(|| missing_object("auth"))?;
-            let user = state
+            // Auth counts failed logins per client address: the client's,
+            // not the broker's own.
+            let client = peer.map(|Extension(ConnectInfo(peer))| peer.ip());
+            let user = match state
                 .downstreams
-                .authenticate(&credentials, request_id)
-                .await?;
+                .authenticate(&credentials, request_id, client)
+                .await
+            {
+                Ok(user) => user,
+                Err(AuthFailure::Throttled(throttled)) => return Ok(throttled.into_response()),
+                Err(AuthFailure::Downstream(err)) => return Err(err.into_reply(request_id)),
+            };
             Ok(reply(
                 StatusCode::ACCEPTED,
                 Envelope::ok_with("Authenticated!", user),
@@ -142,7 +166,11 @@ async fn handle(
         }
         "mail" => {
             let mail = payload.mail.ok_or_else(|| missing_object("mail"))?;
-            state.downstreams.send_mail(&mail, request_id).await?;
+            state
+                .downstreams
+                .send_mail(&mail, request_id)
+                .await
+                .map_err(|err| err.into_reply(request_id))?;
             Ok(reply(
                 StatusCode::ACCEPTED,
                 Envelope::ok(format!("Message sent to {}", mail.to)),
@@ -164,31 +192,17 @@ async fn log(
     via: LogVia,
     request_id: Option<&str>,
 ) -> Result<Response, ApiError> {
-    if entry.name.trim().is_empty() {
-        return Err(ApiError::bad_request("log.name must not be empty"));
-    }
-    // Checked here, not only by the logger: over AMQP a bad id would be
-    // accepted with 202 and then refused by the logger, after the client left.
-    if let Some(id) = &entry.id {
-        if id.is_empty() {
-            return Err(ApiError::bad_request("log.id must not be empty when given"));
-        }
-        if id.len() > MAX_ID_BYTES {
-            return Err(ApiError::bad_request(format!(
-                "log.id is {} bytes long; the limit is {MAX_ID_BYTES} bytes",
-                id.len()
-            )));
-        }
-        if id.chars().any(|c| !c.is_ascii_graphic()) {
-            return Err(ApiError::bad_request(
-                "log.id must be visible ASCII (no spaces or control characters)",
-            ));
-        }
-    }
+    // The logger's own rules, here: over AMQP an entry the logger refuses
+    // would be accepted with 202 and then dead-lettered, after the client left.
+    let entry = state
+        .log_limits
+        .parse(entry.name, entry.data, entry.id)
+        .map_err(|invalid| ApiError::bad_request(invalid.message()))?;
     state
         .downstreams
-        .log(entry.name, entry.data, entry.id, via, request_id)
-        .await?;
+        .log(entry, via, request_id)
+        .await
+        .map_err(|err| err.into_reply(request_id))?;
     Ok(reply(StatusCode::ACCEPTED, Envelope::ok("logged")))
 }
 
@@ -220,9 +234,14 @@ async fn log_grpc(
 }
 
 /// Reachability of every downstream (the detail `/readyz` leaves out).
+/// Served only with `[admin] expose_downstreams = true`: the list is a map
+/// of the internal network.
 #[utoipa::path(
     get, path = "/downstreams", tag = "operations",
-    responses((status = 200, description = "Each downstream probed now", body = DownstreamsReply))
+    responses(
+        (status = 200, description = "Each downstream probed now", body = DownstreamsReply),
+        (status = 404, description = "`[admin] expose_downstreams` is off (the default)", body = Reply),
+    )
 )]
 async fn downstreams(State(state): State<AppState>) -> Response {
     let statuses = state.downstreams.reachability().await;
@@ -267,27 +286,34 @@ fn readyz() {}
 /// `/readyz`: the broker is useful while at least one downstream answers
 /// (downstreams are socket-activated and start on demand, so one that is
 /// down now is not a reason to take the gateway out of service); the ones that
-/// do not answer are named in the message either way.
+/// do not answer are named in the message either way. `/readyz` is on the
+/// client-facing port, so the reply names them only; their addresses and
+/// errors go to the log (and to `/downstreams` where it is exposed).
 pub async fn readiness(downstreams: &Downstreams) -> Result<String, String> {
     let statuses = downstreams.reachability().await;
-    if statuses.iter().any(|status| status.reachable) {
-        let down: Vec<String> = statuses
-            .iter()
-            .filter(|status| !status.reachable)
-            .map(|status| format!("{} ({}): {}", status.name, status.address, status.detail))
-            .collect();
-        if down.is_empty() {
-            return Ok("ready; every downstream answers".to_owned());
-        }
-        tracing::debug!(unreachable = %down.join("; "), "ready, with some downstreams unreachable");
-        return Ok(format!("ready; unreachable: {}", down.join("; ")));
-    }
-    Err(format!(
-        "no downstream is reachable: {}",
-        statuses
+    let down: Vec<&DownstreamStatus> = statuses.iter().filter(|status| !status.reachable).collect();
+    if !down.is_empty() {
+        let detail = down
             .iter()
             .map(|status| format!("{} ({}): {}", status.name, status.address, status.detail))
             .collect::<Vec<_>>()
-            .join("; ")
-    ))
+            .join("; ");
+        if down.len() < statuses.len() {
+            tracing::debug!(unreachable = %detail, "ready, with some downstreams unreachable");
+        } else {
+            tracing::warn!(unreachable = %detail, "no downstream is reachable");
+        }
+    }
+    let names = down
+        .iter()
+        .map(|status| status.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if down.is_empty() {
+        Ok("ready; every downstream answers".to_owned())
+    } else if down.len() < statuses.len() {
+        Ok(format!("ready; unreachable: {names}"))
+    } else {
+        Err(format!("no downstream is reachable: {names}"))
+    }
 }

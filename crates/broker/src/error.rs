@@ -76,6 +76,13 @@ pub enum DownstreamError {
         downstream: Downstream,
         detail: String,
     },
+    /// The logger holds the entry's idempotency id with another name or data
+    /// (its 409 / ALREADY_EXISTS / `RpcError::Conflict`): 409 with its message.
+    #[error("{message}")]
+    Conflict {
+        downstream: Downstream,
+        message: String,
+    },
 }
 
 impl DownstreamError {
@@ -106,19 +113,44 @@ impl DownstreamError {
             Self::TimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Rejected { .. } => StatusCode::BAD_REQUEST,
             Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
         }
     }
-}
 
-impl From<DownstreamError> for ApiError {
-    fn from(err: DownstreamError) -> Self {
-        match &err {
-            DownstreamError::Rejected { .. } | DownstreamError::InvalidCredentials => {
-                tracing::info!(error = %err, "downstream refused the request");
+    /// What the external client is told. A refusal of the client's input
+    /// (400, 401, 409) keeps its message: it says what to fix. A failure
+    /// says *what* failed — which downstream, and how in one word — and the
+    /// request id, never *how*: the detail holds addresses, ports and driver
+    /// messages, a map of the internal network, and goes to the log instead
+    /// (see [`Self::into_reply`]), where the request id finds it.
+    pub fn public_message(&self, request_id: Option<&str>) -> String {
+        let failure = match self {
+            Self::Rejected { .. } | Self::InvalidCredentials | Self::Conflict { .. } => {
+                return self.to_string();
             }
-            _ => tracing::warn!(error = %err, "downstream call failed"),
+            Self::Unreachable { downstream, .. } => format!("{downstream} is unreachable"),
+            Self::TimedOut {
+                downstream,
+                timeout_ms,
+            } => format!("{downstream} did not answer within {timeout_ms} ms"),
+            Self::Failed { downstream, .. } => format!("{downstream} failed"),
+        };
+        match request_id {
+            Some(id) => format!("{failure} (request {id})"),
+            None => failure,
         }
-        ApiError::new(err.status(), err.to_string())
+    }
+
+    /// Logs the whole error (inside the request's span, so under its
+    /// request id) and turns it into the client's reply.
+    pub fn into_reply(self, request_id: Option<&str>) -> ApiError {
+        match &self {
+            Self::Rejected { .. } | Self::InvalidCredentials | Self::Conflict { .. } => {
+                tracing::info!(error = %self, "downstream refused the request");
+            }
+            _ => tracing::warn!(error = %self, "downstream call failed"),
+        }
+        ApiError::new(self.status(), self.public_message(request_id))
     }
 }
 
@@ -179,9 +211,44 @@ mod tests {
         };
         assert_eq!(rejected.status(), StatusCode::BAD_REQUEST);
         assert_eq!(rejected.to_string(), "name must not be empty");
-        let api: ApiError = DownstreamError::InvalidCredentials.into();
+        let api = DownstreamError::InvalidCredentials.into_reply(Some("r-1"));
         assert_eq!(api.status, StatusCode::UNAUTHORIZED);
         assert_eq!(api.message, "invalid credentials");
+        let conflict = DownstreamError::Conflict {
+            downstream: Downstream::LoggerRpc,
+            message: "log entry id \"x\" is already stored".into(),
+        };
+        assert_eq!(conflict.status(), StatusCode::CONFLICT);
+        assert_eq!(
+            conflict.into_reply(Some("r-1")).message,
+            "log entry id \"x\" is already stored"
+        );
+    }
+
+    #[test]
+    fn failures_name_the_downstream_and_the_request_but_not_the_detail() {
+        let id = Some("0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e");
+        let failed = DownstreamError::failed(
+            Downstream::Mail,
+            "answered 502 Bad Gateway: SMTP server 127.0.0.1:21025 failed: internal client error",
+        );
+        let reply = failed.into_reply(id);
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            reply.message,
+            "mail failed (request 0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e)"
+        );
+        let unreachable =
+            DownstreamError::unreachable(Downstream::LoggerRpc, "cannot connect to 10.0.0.5:5001");
+        assert_eq!(
+            unreachable.public_message(id),
+            "logger (rpc) is unreachable (request 0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e)"
+        );
+        let timeout = DownstreamError::timed_out(Downstream::Amqp, Duration::from_millis(700));
+        assert_eq!(
+            timeout.public_message(None),
+            "rabbitmq (amqp) did not answer within 700 ms"
+        );
     }
 
     #[test]

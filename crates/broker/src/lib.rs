@@ -51,9 +51,14 @@ pub async fn run(
     }
     lifecycle::status("serving");
     lifecycle::ready();
-    let served = switchboard_runtime::service::serve_http(listeners.http, router, shutdown.clone())
-        .await
-        .map_err(Error::Serve);
+    let served = switchboard_runtime::service::serve_http_with(
+        listeners.http,
+        router,
+        shutdown.clone(),
+        &settings.http,
+    )
+    .await
+    .map_err(Error::Serve);
     background_stop.trigger();
     let _ = background.await;
     served
@@ -71,10 +76,12 @@ pub fn app(
         settings.limits.rate_burst,
         shutdown,
     );
-    let (router, document) = api::api_router(rate_limit).split_for_parts();
+    let (router, document) =
+        api::api_router(rate_limit, settings.admin.expose_downstreams).split_for_parts();
     let state = api::AppState {
         downstreams: Arc::clone(&downstreams),
         default_via: settings.downstream.default_log_via,
+        log_limits: settings.limits.log_limits(),
     };
     let router = router
         .with_state(state)

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
+use switchboard_runtime::{HttpLimits, RuntimeSettings};
+use switchboard_wire::LogLimits;
 
 use crate::payload::LogVia;
 
@@ -20,8 +21,12 @@ pub struct Settings {
     pub downstream: Downstream,
     /// RabbitMQ, for logs sent with `"via": "amqp"`.
     pub events: Events,
-    /// Request size and rate limits.
+    /// Request size and rate limits, and the log entry limits.
     pub limits: Limits,
+    /// Operator endpoints.
+    pub admin: Admin,
+    /// Bounds of the HTTP door: connections, timeouts, header sizes.
+    pub http: HttpLimits,
     /// Settings every service has (shutdown drain, logging).
     pub runtime: RuntimeSettings,
 }
@@ -122,16 +127,45 @@ pub struct Limits {
     pub rate_per_second: u32,
     /// Requests a client IP may send at once before the rate applies; `0` disables the limit.
     pub rate_burst: u32,
+    /// Longest accepted `log.name`, in bytes: the logger's `limits.max_name_bytes`.
+    pub max_log_name_bytes: usize,
+    /// Longest accepted `log.data`, in bytes: the logger's `limits.max_data_bytes`.
+    pub max_log_data_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        let log = LogLimits::default();
         Self {
             max_body_bytes: 1_048_576,
             rate_per_second: 100,
             rate_burst: 200,
+            max_log_name_bytes: log.max_name_bytes,
+            max_log_data_bytes: log.max_data_bytes,
         }
     }
+}
+
+impl Limits {
+    /// The rules every log entry is checked with before it is forwarded or
+    /// published (the logger's, `switchboard_wire::entry`).
+    pub fn log_limits(&self) -> LogLimits {
+        LogLimits {
+            max_name_bytes: self.max_log_name_bytes,
+            max_data_bytes: self.max_log_data_bytes,
+        }
+    }
+}
+
+/// `[admin]`: endpoints for operators, off unless switched on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    /// Serve `GET /downstreams` (each downstream's address, reachability and
+    /// error). Off by default: the broker faces clients, and that list is a
+    /// map of the internal network. When off, the route answers 404 like any
+    /// unknown path.
+    pub expose_downstreams: bool,
 }
 
 /// A setting that parses but cannot work; found at start, named in the error.
@@ -217,6 +251,8 @@ mod tests {
         assert_eq!(settings.limits.rate_per_second, 100);
         assert_eq!(settings.limits.rate_burst, 200);
         assert_eq!(settings.events.exchange, "logs_topic");
+        assert!(!settings.admin.expose_downstreams);
+        assert_eq!(settings.limits.log_limits(), LogLimits::default());
     }
 
     #[test]

@@ -4,92 +4,25 @@
 //! `$NOTIFY_SOCKET` without waiting for any downstream, STOPPING=1 and a clean
 //! exit on SIGTERM.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchboard_testkit::activation::{NotifySocket, SocketActivation, sigterm, wait_for_exit};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-broker");
 
-fn activator() -> PathBuf {
-    std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .map(|dir| dir.join("systemd-socket-activate"))
-        .find(|candidate| candidate.is_file())
-        .expect("systemd-socket-activate not found (package systemd): run scripts/setup")
-}
-
-/// `systemd-socket-activate` passes on only the variables named with `-E`.
 fn socket_activated(port: u16, env: &[(&str, String)]) -> Child {
-    let mut command = Command::new(activator());
-    command.args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"]);
-    for (key, value) in env {
-        command.arg("-E").arg(format!("{key}={value}"));
-    }
-    command
-        .arg(BINARY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
+    SocketActivation::new()
+        .listen(format!("127.0.0.1:{port}"), "http")
+        .envs(env.iter().map(|(key, value)| (*key, value.clone())))
+        .spawn(BINARY)
         .expect("spawn systemd-socket-activate")
 }
 
-struct NotifySocket {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-    socket: UnixDatagram,
-    seen: Vec<String>,
-}
-
-impl NotifySocket {
-    fn bind() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("notify.sock");
-        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(200)))
-            .expect("timeout");
-        Self {
-            _dir: dir,
-            path,
-            socket,
-            seen: Vec::new(),
-        }
-    }
-
-    fn wait_for(&mut self, line: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut buffer = [0u8; 4096];
-        loop {
-            if self.seen.iter().any(|seen| seen.lines().any(|l| l == line)) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            if let Ok(n) = self.socket.recv(&mut buffer) {
-                self.seen
-                    .push(String::from_utf8_lossy(&buffer[..n]).into_owned());
-            }
-        }
-    }
-}
-
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("the broker did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_exit(child, timeout)
+        .unwrap_or_else(|| panic!("the broker did not exit within {timeout:?}"))
 }
 
 async fn post(base: &str, path: &str, body: Value) -> reqwest::Result<(u16, Value)> {
@@ -107,11 +40,11 @@ async fn post(base: &str, path: &str, body: Value) -> reqwest::Result<(u16, Valu
 async fn serves_on_the_activated_socket_and_is_ready_without_downstreams() {
     let port = switchboard_testkit::free_port();
     let closed = switchboard_testkit::free_port();
-    let mut notify = NotifySocket::bind();
+    let mut notify = NotifySocket::bind().expect("notify socket");
     let mut child = socket_activated(
         port,
         &[
-            ("NOTIFY_SOCKET", notify.path.display().to_string()),
+            ("NOTIFY_SOCKET", notify.path().display().to_string()),
             // A port nobody may bind: the broker must serve on fd 3.
             ("SWITCHBOARD_BROKER__LISTEN__HTTP", "192.0.2.1:9".to_owned()),
             (
@@ -125,6 +58,10 @@ async fn serves_on_the_activated_socket_and_is_ready_without_downstreams() {
             (
                 "SWITCHBOARD_BROKER__DOWNSTREAM__TIMEOUT_MS",
                 "1000".to_owned(),
+            ),
+            (
+                "SWITCHBOARD_BROKER__ADMIN__EXPOSE_DOWNSTREAMS",
+                "true".to_owned(),
             ),
             (
                 "SWITCHBOARD_BROKER__RUNTIME__LOG_TARGET",
@@ -153,7 +90,7 @@ async fn serves_on_the_activated_socket_and_is_ready_without_downstreams() {
     assert!(
         tokio::task::block_in_place(|| notify.wait_for("READY=1", Duration::from_secs(10))),
         "no READY=1; got {:?}",
-        notify.seen
+        notify.seen()
     );
     // The environment reached the settings: the RPC address is the closed port.
     let (status, body) = post(
@@ -166,21 +103,28 @@ async fn serves_on_the_activated_socket_and_is_ready_without_downstreams() {
     assert_eq!(status, 502, "{body}");
     let message = body["message"].as_str().unwrap_or_default();
     assert!(
-        message.contains(&format!("127.0.0.1:{closed}")),
+        message.starts_with("logger (rpc) is unreachable"),
         "{message}"
     );
+    assert!(!message.contains("127.0.0.1"), "internal detail: {message}");
+    let downstreams = reqwest::get(format!("{base}/downstreams"))
+        .await
+        .expect("GET /downstreams")
+        .text()
+        .await
+        .expect("body");
+    assert!(
+        downstreams.contains(&format!("127.0.0.1:{closed}")),
+        "{downstreams}"
+    );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    sigterm(&child).expect("SIGTERM");
     let exit = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(15)));
     assert!(exit.success(), "exit after SIGTERM: {exit}");
     assert!(
         tokio::task::block_in_place(|| notify.wait_for("STOPPING=1", Duration::from_secs(2))),
         "no STOPPING=1; got {:?}",
-        notify.seen
+        notify.seen()
     );
 }
 
@@ -212,19 +156,15 @@ async fn stops_cleanly_during_a_rabbitmq_outage() {
         .expect("join")
         .expect("RabbitMQ");
     let port = switchboard_testkit::free_port();
-    let mut command = Command::new(activator());
-    command
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--fdname=http"])
-        .arg("-E")
-        .arg(format!(
-            "SWITCHBOARD_BROKER__EVENTS__AMQP_URL={}",
-            rabbit.amqp_url()
-        ))
-        .arg("-E")
-        .arg("SWITCHBOARD_BROKER__RUNTIME__LOG_TARGET=stderr")
-        .arg(BINARY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut command = SocketActivation::new()
+        .listen(format!("127.0.0.1:{port}"), "http")
+        .env("SWITCHBOARD_BROKER__EVENTS__AMQP_URL", rabbit.amqp_url())
+        .env("SWITCHBOARD_BROKER__RUNTIME__LOG_TARGET", "stderr")
+        // The test watches RabbitMQ's reachability there.
+        .env("SWITCHBOARD_BROKER__ADMIN__EXPOSE_DOWNSTREAMS", "true")
+        .command(BINARY)
+        .expect("systemd-socket-activate");
+    command.stderr(Stdio::piped());
     let mut child = command.spawn().expect("spawn systemd-socket-activate");
     let mut stderr = child.stderr.take().expect("stderr");
     let reader = std::thread::spawn(move || {
@@ -275,11 +215,7 @@ async fn stops_cleanly_during_a_rabbitmq_outage() {
     // Let lapin's recovery make a few attempts.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    sigterm(&child).expect("SIGTERM");
     let exit = tokio::task::block_in_place(|| wait_exit(&mut child, Duration::from_secs(15)));
     let stderr = reader.join().expect("stderr reader");
     assert!(exit.success(), "exit after SIGTERM: {exit}\n{stderr}");

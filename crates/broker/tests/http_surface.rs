@@ -69,6 +69,31 @@ async fn oversized_bodies_are_400_naming_the_limit() {
 }
 
 #[tokio::test]
+async fn downstreams_is_an_unknown_path_unless_exposed() {
+    let broker = LoneBroker::start(settings_with_nothing_behind()).await;
+    let response = common::client()
+        .get(format!("{}/downstreams", broker.base))
+        .send()
+        .await
+        .expect("GET /downstreams");
+    assert_eq!(response.status(), 404);
+    let body = response.text().await.expect("body");
+    assert!(!body.contains("127.0.0.1"), "{body}");
+    broker.stop().await;
+
+    let mut settings = settings_with_nothing_behind();
+    settings.admin.expose_downstreams = true;
+    let broker = LoneBroker::start(settings).await;
+    let response = common::client()
+        .get(format!("{}/downstreams", broker.base))
+        .send()
+        .await
+        .expect("GET /downstreams");
+    assert_eq!(response.status(), 200);
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_downstream_is_a_502_naming_it() {
     let broker = LoneBroker::start(settings_with_nothing_behind()).await;
     for (body, name) in [
@@ -269,7 +294,11 @@ fn committed_openapi_is_current() {
 /// and `/openapi.json` serves the document.
 #[tokio::test]
 async fn openapi_and_router_agree() {
-    let broker = LoneBroker::start(settings_with_nothing_behind()).await;
+    // The document lists every route the broker can serve, `/downstreams`
+    // (off by default) included.
+    let mut settings = settings_with_nothing_behind();
+    settings.admin.expose_downstreams = true;
+    let broker = LoneBroker::start(settings).await;
     let served: Value = client()
         .get(format!("{}/openapi.json", broker.base))
         .send()

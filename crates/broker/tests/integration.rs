@@ -99,6 +99,17 @@ async fn a_client_id_stores_a_repeated_log_once_on_every_transport() {
             let (status, reply) = post_until_queue_exists(&stack, body.clone()).await;
             assert_eq!(status, 202, "via {via}, attempt {attempt}: {reply}");
         }
+        // The same id with other content is refused, not silently dropped
+        // (over AMQP the broker cannot know; the listener dead-letters it).
+        if via != "amqp" {
+            let other = json!({"action": "log", "log": {"name": name, "data": "other", "via": via, "id": id}});
+            let (status, reply) = stack.handle(other).await;
+            assert_eq!(status, 409, "via {via}: {reply}");
+            assert!(
+                reply["message"].as_str().unwrap_or_default().contains(&id),
+                "via {via}: {reply}"
+            );
+        }
         sent.push((name, id));
     }
     for (name, id) in sent {
@@ -123,10 +134,13 @@ async fn post_until_queue_exists(stack: &Stack, body: Value) -> (u16, Value) {
     let deadline = tokio::time::Instant::now() + common::PATIENCE;
     loop {
         let (status, reply) = stack.handle(body.clone()).await;
+        // The reply does not say why (no internal detail); before the
+        // listener has declared its queue the only failure is the unroutable
+        // publish.
         let unroutable = status == 502
             && reply["message"]
                 .as_str()
-                .is_some_and(|message| message.contains("no queue is bound"));
+                .is_some_and(|message| message.starts_with("rabbitmq (amqp) failed"));
         if !unroutable || tokio::time::Instant::now() > deadline {
             return (status, reply);
         }
@@ -228,18 +242,40 @@ async fn bad_input_is_400_with_a_reason() {
             json!({"action": "log", "log": {"name": "x", "data": "y", "via": "pigeon"}}),
             "unknown variant `pigeon`",
         ),
-        (log_action(" ", "y", None), "log.name must not be empty"),
+        (
+            log_action(" ", "y", None),
+            "invalid log entry: name must not be empty",
+        ),
         (
             json!({"action": "log", "log": {"name": "x", "data": "y", "id": ""}}),
-            "log.id must not be empty when given",
+            "invalid log entry: id must not be empty when given",
         ),
         (
             json!({"action": "log", "log": {"name": "x", "data": "y", "id": "i".repeat(257), "via": "amqp"}}),
-            "log.id is 257 bytes long; the limit is 256 bytes",
+            "invalid log entry: id is 257 bytes long; the limit is 256 bytes",
         ),
         (
             json!({"action": "log", "log": {"name": "x", "data": "y", "id": "a b"}}),
-            "log.id must be visible ASCII",
+            "invalid log entry: id must be visible ASCII",
+        ),
+        // The logger's rules, refused by the broker before anything is sent:
+        // the same reply whichever transport the entry would have taken,
+        // AMQP included (no 202 for an entry that would be dead-lettered).
+        (
+            log_action(&"n".repeat(10_000), "y", Some("rpc")),
+            "invalid log entry: name is 10000 bytes long; the limit is 256 bytes",
+        ),
+        (
+            log_action(&"n".repeat(10_000), "y", Some("grpc")),
+            "invalid log entry: name is 10000 bytes long; the limit is 256 bytes",
+        ),
+        (
+            log_action(&"n".repeat(10_000), "y", Some("http")),
+            "invalid log entry: name is 10000 bytes long; the limit is 256 bytes",
+        ),
+        (
+            log_action(&"n".repeat(10_000), "y", Some("amqp")),
+            "invalid log entry: name is 10000 bytes long; the limit is 256 bytes",
         ),
         // The downstreams' own validation passes through with their message.
         (
@@ -457,13 +493,16 @@ async fn one_connection_per_downstream_however_many_requests() {
             assert_eq!(status, 202, "{via} #{i}: {body}");
         }
     }
+    // Successful logins: as many failures would be throttled (429) after
+    // auth's per-account limit.
+    stack.seed_user("conn@example.com", "verysecret").await;
     for i in 0..SEQUENTIAL {
-        let (status, _) = stack
+        let (status, reply) = stack
             .handle(
-                json!({"action": "auth", "auth": {"email": "nobody@example.com", "password": "x"}}),
+                json!({"action": "auth", "auth": {"email": "conn@example.com", "password": "verysecret"}}),
             )
             .await;
-        assert_eq!(status, 401, "auth #{i}");
+        assert_eq!(status, 202, "auth #{i}: {reply}");
     }
     assert_eq!(stack.logger_rpc.accepted(), 1, "RPC connections");
     assert_eq!(stack.logger_grpc.accepted(), 1, "gRPC connections");
@@ -606,13 +645,13 @@ async fn a_silent_downstream_is_504_and_comes_back() {
         let started = std::time::Instant::now();
         let (status, reply) = stack.handle(body.clone()).await;
         let waited = started.elapsed();
-        assert_eq!(
-            (status, reply),
-            (
-                504,
-                json!({"error": true, "message": format!("{name} did not answer within 700 ms")})
-            ),
-            "{name}"
+        assert_eq!(status, 504, "{name}: {reply}");
+        assert_eq!(reply["error"], json!(true), "{name}: {reply}");
+        // The reply names the downstream and the request id the log has.
+        let message = reply["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with(&format!("{name} did not answer within 700 ms (request ")),
+            "{name}: {reply}"
         );
         assert!(
             waited >= Duration::from_millis(650),
@@ -695,6 +734,8 @@ async fn a_rabbitmq_outage_is_502_and_the_broker_reconnects() {
     let mut settings = common::settings_with_nothing_behind();
     settings.events.amqp_url = amqp_url.clone();
     settings.downstream.timeout_ms = 2_000;
+    // The test watches the connection there.
+    settings.admin.expose_downstreams = true;
     let broker = common::LoneBroker::start(settings).await;
 
     // A durable queue takes the messages (the listener's role).

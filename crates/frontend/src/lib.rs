@@ -61,7 +61,7 @@ pub async fn run(
         settings.page.broker_url
     ));
     lifecycle::ready();
-    switchboard_runtime::service::serve_http(listeners.http, router, shutdown)
+    switchboard_runtime::service::serve_http_with(listeners.http, router, shutdown, &settings.http)
         .await
         .map_err(Error::Serve)
 }

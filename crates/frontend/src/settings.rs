@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_runtime::{HttpLimits, RuntimeSettings};
 
 /// Everything `switchboard-frontend` can be configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,6 +15,8 @@ pub struct Settings {
     pub listen: Listen,
     /// What the test page is told.
     pub page: Page,
+    /// Bounds of the HTTP door: connections, timeouts, header sizes.
+    pub http: HttpLimits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }

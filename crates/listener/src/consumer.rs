@@ -7,8 +7,9 @@
 //! | what happened | what the listener does |
 //! |---|---|
 //! | the logger stored it | `basic.ack` |
-//! | the body is not an event (not JSON `{"name","data"}`, empty name, too large) | `basic.nack` without requeue: RabbitMQ dead-letters it at once |
-//! | the logger refused the entry (its limits) | same: retrying cannot help |
+//! | the body is not an event (not JSON `{"name","data"}`, too large) | dead-lettered at once, with the reason (see [`crate::dead_letter`]) |
+//! | not a valid log entry (the shared rules of `switchboard_wire::entry`: empty name, over the limits…), by the listener's check or the logger's | same: retrying cannot help |
+//! | its id is stored already with another name or data (the logger's 409 / `Conflict`) | same |
 //! | the logger is down, timed out, or could not store it | `basic.nack` with requeue, and the [breaker](crate::backoff) holds further deliveries back |
 //! | … and it was the breaker's probe (the logger is still down) | nothing: it waits for the next probe without spending a delivery |
 //! | a requeued message reached `amqp.delivery_limit` | the quorum queue dead-letters it on that nack |
@@ -29,10 +30,12 @@ use lapin::types::{FieldTable, LongString, ShortString};
 use lapin::{Connection, ConnectionProperties};
 use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_runtime::{Shutdown, lifecycle};
+use switchboard_wire::LogLimits;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::backoff::{Backoff, Breaker, Pass};
+use crate::dead_letter::{self, DeadLetters};
 use crate::event::{self, Event};
 use crate::logger_client::{ForwardError, LoggerClient};
 use crate::settings::Amqp;
@@ -49,6 +52,8 @@ pub struct Context {
     /// credential `amqp-password`); shows only its address.
     pub rabbitmq: AmqpEndpoint,
     pub logger: LoggerClient,
+    /// The log entry rules' limits (`limits.*`).
+    pub limits: LogLimits,
     pub breaker: Arc<Breaker>,
     pub stats: Arc<Stats>,
     pub shutdown: Shutdown,
@@ -106,6 +111,11 @@ async fn consume(
 ) -> Result<(), SessionError> {
     let amqp = &context.amqp;
     let channel = topology::declare(connection, amqp, &mut progress.queue_kind).await?;
+    let dead_letters = Arc::new(
+        DeadLetters::open(connection, &amqp.dead_letter_exchange)
+            .await
+            .map_err(SessionError::Consume)?,
+    );
     channel
         .basic_qos(amqp.prefetch, BasicQosOptions::default())
         .await
@@ -150,7 +160,10 @@ async fn consume(
                 Some(Ok(delivery)) => {
                     let context = context.clone();
                     let span = delivery_span(&delivery);
-                    in_flight.spawn(handle(context, delivery, queue_kind).instrument(span));
+                    let dead_letters = dead_letters.clone();
+                    in_flight.spawn(
+                        handle(context, dead_letters, delivery, queue_kind).instrument(span),
+                    );
                 }
                 Some(Err(err)) => return Err(SessionError::Lost(err)),
                 None => return Err(SessionError::Cancelled),
@@ -202,12 +215,21 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
 }
 
 /// Forwards one delivery and settles it.
-async fn handle(context: Arc<Context>, delivery: Delivery, queue_kind: QueueKind) {
-    let event = match Event::from_delivery(&delivery) {
+async fn handle(
+    context: Arc<Context>,
+    dead_letters: Arc<DeadLetters>,
+    delivery: Delivery,
+    queue_kind: QueueKind,
+) {
+    let event = match Event::from_delivery(&delivery, &context.limits) {
         Ok(event) => event,
         Err(why) => {
-            tracing::warn!(reason = %why, "dead-lettering a malformed message");
-            dead_letter(&context, &delivery).await;
+            let code = match why {
+                event::Malformed::Invalid(_) => dead_letter::Code::Invalid,
+                _ => dead_letter::Code::Malformed,
+            };
+            tracing::warn!(reason = %why, "dead-lettering a message that is no valid log entry");
+            dead_letter(&context, &dead_letters, &delivery, code, &why.to_string()).await;
             return;
         }
     };
@@ -236,7 +258,27 @@ async fn handle(context: Arc<Context>, delivery: Delivery, queue_kind: QueueKind
             Err(ForwardError::Refused(why)) => {
                 ticket.succeeded();
                 tracing::warn!(reason = %why, "dead-lettering a message the logger refused");
-                dead_letter(&context, &delivery).await;
+                dead_letter(
+                    &context,
+                    &dead_letters,
+                    &delivery,
+                    dead_letter::Code::Invalid,
+                    &why,
+                )
+                .await;
+                return;
+            }
+            Err(ForwardError::Conflict(why)) => {
+                ticket.succeeded();
+                tracing::warn!(reason = %why, "dead-lettering an event whose id holds another entry");
+                dead_letter(
+                    &context,
+                    &dead_letters,
+                    &delivery,
+                    dead_letter::Code::Conflict,
+                    &why,
+                )
+                .await;
                 return;
             }
             Err(ForwardError::Unavailable(why)) if ticket.pass() == Pass::Probe => {
@@ -291,9 +333,31 @@ async fn requeue(
     }
 }
 
-/// Nack without requeue: the queue's dead-letter exchange takes the message.
-async fn dead_letter(context: &Context, delivery: &Delivery) {
+/// Dead-letters `delivery` with `reason` in its headers: a copy to the
+/// dead-letter exchange, then the ack. If the copy cannot be published, a
+/// nack without requeue (the queue's dead-letter exchange takes the message,
+/// without the reason).
+async fn dead_letter(
+    context: &Context,
+    dead_letters: &DeadLetters,
+    delivery: &Delivery,
+    code: dead_letter::Code,
+    reason: &str,
+) {
     context.stats.dead_lettered();
+    match dead_letters.publish(delivery, code, reason).await {
+        Ok(()) => {
+            if let Err(err) = delivery.acker.ack(BasicAckOptions::default()).await {
+                // Redelivered, then dead-lettered again: twice in the
+                // dead-letter queue, never lost.
+                tracing::warn!(error = %err, "dead-lettered, but the acknowledgement did not reach RabbitMQ");
+            }
+            return;
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot publish the dead letter with its reason; rejecting it instead");
+        }
+    }
     let reject = BasicNackOptions {
         requeue: false,
         ..BasicNackOptions::default()

@@ -27,13 +27,12 @@
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Deserialize;
-use switchboard_wire::LogEntry;
+use switchboard_wire::{InvalidLogEntry, LogEntry, LogLimits};
 
-/// Bodies larger than this are refused before parsing. The logger's own
-/// limits (`limits.max_name_bytes`, `limits.max_data_bytes`, default 64 KiB
-/// of data) are checked by the logger, which refuses an entry over them; this
-/// bound only keeps a runaway producer from making the listener parse and
-/// forward megabytes.
+/// Bodies larger than this are refused before parsing. The entry itself is
+/// then checked against the log entry rules (`switchboard_wire::entry`, with
+/// the listener's `limits.*`, the logger's by default); this bound only keeps
+/// a runaway producer from making the listener parse megabytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The AMQP header that carries a request id from producer to logger.
@@ -53,8 +52,10 @@ pub enum Malformed {
     TooLarge { len: usize, max: usize },
     #[error("body is not a JSON object {{\"name\": string, \"data\": string}}: {0}")]
     NotAnEvent(String),
-    #[error("name is empty")]
-    EmptyName,
+    /// An event, but not a log entry the logger would store (the shared
+    /// rules: empty name, over the limits, an unusable `message_id`…).
+    #[error("{}", .0.message())]
+    Invalid(#[from] InvalidLogEntry),
 }
 
 /// The body as the original system's producers send it. Unknown fields are
@@ -67,14 +68,14 @@ struct Body {
 
 impl Event {
     /// Reads a delivery's body and properties.
-    pub fn from_delivery(delivery: &Delivery) -> Result<Self, Malformed> {
+    pub fn from_delivery(delivery: &Delivery, limits: &LogLimits) -> Result<Self, Malformed> {
         let properties = &delivery.properties;
         let message_id = properties.message_id().as_ref().map(|id| id.as_str());
         let request_id = properties
             .headers()
             .as_ref()
             .and_then(|headers| header_text(headers, REQUEST_ID_HEADER));
-        Self::parse(&delivery.data, message_id, request_id)
+        Self::parse(&delivery.data, message_id, request_id, limits)
     }
 
     /// [`Event::from_delivery`] on the parts that matter.
@@ -82,6 +83,7 @@ impl Event {
         body: &[u8],
         message_id: Option<&str>,
         request_id: Option<String>,
+        limits: &LogLimits,
     ) -> Result<Self, Malformed> {
         if body.len() > MAX_BODY_BYTES {
             return Err(Malformed::TooLarge {
@@ -101,16 +103,13 @@ impl Event {
         }
         let Body { name, data } =
             serde_json::from_value(value).map_err(|err| Malformed::NotAnEvent(err.to_string()))?;
-        if name.trim().is_empty() {
-            return Err(Malformed::EmptyName);
-        }
         let id = message_id
             .filter(|id| !id.is_empty())
             .map(ToOwned::to_owned);
-        Ok(Self {
-            entry: LogEntry { name, data, id },
-            request_id,
-        })
+        // The logger would refuse it with the same words; refusing here
+        // spares the round trip and puts the reason on the dead letter.
+        let entry = limits.parse(name, data, id)?.into_entry();
+        Ok(Self { entry, request_id })
     }
 }
 
@@ -155,12 +154,18 @@ pub fn delivery_count(delivery: &Delivery) -> u64 {
 mod tests {
     use super::*;
 
+    const LIMITS: LogLimits = LogLimits {
+        max_name_bytes: 256,
+        max_data_bytes: 65536,
+    };
+
     #[test]
     fn a_well_formed_event_keeps_its_message_id() {
         let event = Event::parse(
             br#"{"name":"authentication","data":"a@b.c logged in","extra":1}"#,
             Some("0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e"),
             Some("req-1".into()),
+            &LIMITS,
         )
         .expect("valid");
         assert_eq!(event.entry.name, "authentication");
@@ -175,35 +180,48 @@ mod tests {
     #[test]
     fn without_a_message_id_no_id_is_invented() {
         let body = br#"{"name":"event","data":"Some kind of data"}"#;
-        let first = Event::parse(body, None, None).expect("valid");
-        let empty = Event::parse(body, Some(""), None).expect("valid");
+        let first = Event::parse(body, None, None, &LIMITS).expect("valid");
+        let empty = Event::parse(body, Some(""), None, &LIMITS).expect("valid");
         assert_eq!(first.entry.id, None);
         assert_eq!(empty.entry.id, None);
     }
 
     #[test]
     fn malformed_bodies_say_why() {
-        let array = Event::parse(br#"["name","data"]"#, None, None).expect_err("array");
+        let parse = |body: &[u8]| Event::parse(body, None, None, &LIMITS);
+        let array = parse(br#"["name","data"]"#).expect_err("array");
         assert!(array.to_string().contains("found an array"), "{array}");
-        let not_json = Event::parse(b"hello", None, None).expect_err("not JSON");
+        let not_json = parse(b"hello").expect_err("not JSON");
         assert!(matches!(not_json, Malformed::NotAnEvent(_)), "{not_json}");
-        let missing = Event::parse(br#"{"name":"x"}"#, None, None).expect_err("no data");
+        let missing = parse(br#"{"name":"x"}"#).expect_err("no data");
         assert!(missing.to_string().contains("data"), "{missing}");
-        let wrong_type =
-            Event::parse(br#"{"name":"x","data":{"a":1}}"#, None, None).expect_err("object data");
+        let wrong_type = parse(br#"{"name":"x","data":{"a":1}}"#).expect_err("object data");
         assert!(wrong_type.to_string().contains("string"), "{wrong_type}");
         assert_eq!(
-            Event::parse(br#"{"name":" ","data":"d"}"#, None, None),
-            Err(Malformed::EmptyName)
+            parse(br#"{"name":" ","data":"d"}"#),
+            Err(Malformed::Invalid(InvalidLogEntry::EmptyName))
         );
         let huge = vec![b' '; MAX_BODY_BYTES + 1];
         assert_eq!(
-            Event::parse(&huge, None, None),
+            parse(&huge),
             Err(Malformed::TooLarge {
                 len: MAX_BODY_BYTES + 1,
                 max: MAX_BODY_BYTES
             })
         );
+    }
+
+    #[test]
+    fn entries_the_logger_would_refuse_are_refused_with_its_words() {
+        let long_name = format!(r#"{{"name":"{}","data":"d"}}"#, "n".repeat(10_000));
+        let err = Event::parse(long_name.as_bytes(), None, None, &LIMITS).expect_err("too long");
+        assert_eq!(
+            err.to_string(),
+            "invalid log entry: name is 10000 bytes long; the limit is 256 bytes"
+        );
+        let body = br#"{"name":"n","data":"d"}"#;
+        let err = Event::parse(body, Some("has space"), None, &LIMITS).expect_err("bad id");
+        assert_eq!(err, Malformed::Invalid(InvalidLogEntry::IdNotVisibleAscii));
     }
 
     #[test]

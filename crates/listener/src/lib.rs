@@ -7,6 +7,7 @@
 //!   dead-letter queue, declared on every connect;
 //! - [`consumer`]: one connection's consuming, and what happens to each delivery;
 //! - [`event`]: what an event is, and how its idempotency id is chosen;
+//! - [`dead_letter`]: dead letters carrying the reason in their headers;
 //! - [`logger_client`]: the one long-lived client to the logger (RPC or HTTP);
 //! - [`backoff`]: reconnect delays and the breaker that holds deliveries back
 //!   while the logger is down;
@@ -18,6 +19,7 @@
 
 pub mod backoff;
 pub mod consumer;
+pub mod dead_letter;
 pub mod event;
 pub mod logger_client;
 pub mod settings;
@@ -75,6 +77,7 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
     let context = Arc::new(Context {
         rabbitmq,
         logger: logger_client::LoggerClient::new(&settings.logger)?,
+        limits: settings.limits.log_limits(),
         breaker: Arc::new(Breaker::new(Backoff::new(
             LOGGER_BACKOFF_INITIAL,
             LOGGER_BACKOFF_MAX,

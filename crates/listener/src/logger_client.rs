@@ -23,6 +23,10 @@ pub enum ForwardError {
     /// empty name…): retrying cannot help.
     #[error("the logger refused the entry: {0}")]
     Refused(String),
+    /// The entry's id is stored already with another name or data: this
+    /// event is a different one that reused an id. Retrying cannot help.
+    #[error("{0}")]
+    Conflict(String),
     /// The logger could not be reached, timed out, or could not store the
     /// entry right now: the entry may succeed later.
     #[error("the logger is unavailable: {0}")]
@@ -131,7 +135,8 @@ impl RpcDoor {
         let outcome = tokio::time::timeout(timeout + Duration::from_millis(500), call).await;
         match outcome {
             Ok(Ok(Ok(_reply))) => Ok(()),
-            Ok(Ok(Err(RpcError::Invalid(message)))) => Err(ForwardError::Refused(message)),
+            Ok(Ok(Err(err @ RpcError::Invalid(_)))) => Err(ForwardError::Refused(err.to_string())),
+            Ok(Ok(Err(RpcError::Conflict(message)))) => Err(ForwardError::Conflict(message)),
             Ok(Ok(Err(RpcError::Unavailable(message)))) => Err(ForwardError::Unavailable(message)),
             Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
                 // A connection that times out may be half-open; a fresh one
@@ -244,10 +249,11 @@ async fn forward_http(
         Ok(envelope) => envelope.message,
         Err(_) => status.to_string(),
     };
-    // 400, 413 and 422 are verdicts on the entry; anything else (a 404 from a
-    // wrong URL, 429, 5xx) is about the logger and may pass later.
+    // 400, 409, 413 and 422 are verdicts on the entry; anything else (a 404
+    // from a wrong URL, 429, 5xx) is about the logger and may pass later.
     match status.as_u16() {
         400 | 413 | 422 => Err(ForwardError::Refused(message)),
+        409 => Err(ForwardError::Conflict(message)),
         _ => Err(ForwardError::Unavailable(format!(
             "POST {log_url}: {status}: {message}"
         ))),

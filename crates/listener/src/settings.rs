@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::RuntimeSettings;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_wire::LogLimits;
 
 /// Everything `switchboard-listener` can be configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -17,6 +18,8 @@ pub struct Settings {
     pub amqp: Amqp,
     /// Where stored events go: the logger, and how to reach it.
     pub logger: Logger,
+    /// The log entry limits, the logger's own (`switchboard_wire::LogLimits`).
+    pub limits: Limits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }
@@ -101,6 +104,37 @@ impl Default for Logger {
 impl Logger {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// `[limits]`: what a log entry may be. An event over them is dead-lettered
+/// at once with the reason, without a round trip to the logger; keep them
+/// equal to the logger's `limits.*` (the defaults are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Longest accepted `name`, in bytes of UTF-8.
+    pub max_name_bytes: usize,
+    /// Longest accepted `data`, in bytes of UTF-8.
+    pub max_data_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let shared = LogLimits::default();
+        Self {
+            max_name_bytes: shared.max_name_bytes,
+            max_data_bytes: shared.max_data_bytes,
+        }
+    }
+}
+
+impl Limits {
+    pub fn log_limits(&self) -> LogLimits {
+        LogLimits {
+            max_name_bytes: self.max_name_bytes,
+            max_data_bytes: self.max_data_bytes,
+        }
     }
 }
 

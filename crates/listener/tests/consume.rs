@@ -183,7 +183,8 @@ async fn nothing_is_acknowledged_while_the_logger_is_down() {
 }
 
 /// Bodies that can never be stored go to the dead-letter queue at once (one
-/// delivery, no retries), and the events around them are still stored.
+/// delivery, no retries) with the reason in their headers, and the events
+/// around them are still stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_messages_are_dead_lettered_at_once() {
     if switchboard_testkit::servers_disabled() {
@@ -205,17 +206,27 @@ async fn malformed_messages_are_dead_lettered_at_once() {
         r#"{{"name":"big","data":"{}"}}"#,
         "x".repeat(switchboard_listener::event::MAX_BODY_BYTES)
     );
-    let malformed: Vec<&[u8]> = vec![
-        b"this is not JSON",
-        br#"{"name":"","data":"empty name"}"#,
-        br#"{"name":"no data"}"#,
-        br#"["name","data"]"#,
-        too_large.as_bytes(),
+    // Each with the (code, words in the reason) it must be dead-lettered with.
+    let malformed: Vec<(&[u8], (&str, &str))> = vec![
+        (b"this is not JSON", ("malformed", "not a JSON object")),
+        (
+            br#"{"name":"","data":"empty name"}"#,
+            ("invalid", "invalid log entry: name must not be empty"),
+        ),
+        (
+            br#"{"name":"no data"}"#,
+            ("malformed", "missing field `data`"),
+        ),
+        (br#"["name","data"]"#, ("malformed", "found an array")),
+        (
+            too_large.as_bytes(),
+            ("malformed", "the limit is 1048576 bytes"),
+        ),
     ];
     publisher
         .event("log.INFO", &name, "before", &format!("{name}-1"))
         .await;
-    for body in &malformed {
+    for (body, _) in &malformed {
         publisher.publish("log.ERROR", body, None).await;
     }
     publisher
@@ -230,21 +241,17 @@ async fn malformed_messages_are_dead_lettered_at_once() {
     })
     .await;
     assert_eq!(dead, malformed.len() as u32);
-    let mut bodies = Vec::new();
+    let mut dead_letters = Vec::new();
     while let Some((body, headers)) = take_one(&amqp_url, "logs.dead").await {
-        assert_eq!(
-            death(&headers),
-            ("rejected".to_owned(), 1),
-            "dead-lettered at once"
-        );
-        bodies.push(body);
+        dead_letters.push((body, dead_letter_reason(&headers)));
     }
-    for body in &malformed {
-        assert!(
-            bodies.iter().any(|dead| dead == body),
-            "not dead-lettered: {:.60}",
-            String::from_utf8_lossy(body)
-        );
+    for (body, (code, words)) in &malformed {
+        let Some((_, (dead_code, reason))) = dead_letters.iter().find(|(dead, _)| dead == body)
+        else {
+            panic!("not dead-lettered: {:.60}", String::from_utf8_lossy(body));
+        };
+        assert_eq!(dead_code, code, "{reason}");
+        assert!(reason.contains(words), "{reason:?} lacks {words:?}");
     }
     assert_eq!(store.count(doc! { "name": "big" }).await, 0);
     assert_eq!(store.count(doc! { "data": "empty name" }).await, 0);
@@ -288,7 +295,14 @@ async fn an_entry_the_logger_refuses_is_dead_lettered_at_once() {
         })
         .await;
         assert!(String::from_utf8_lossy(&body).contains(&name), "{via:?}");
-        assert_eq!(death(&headers), ("rejected".to_owned(), 1), "{via:?}");
+        assert_eq!(
+            dead_letter_reason(&headers),
+            (
+                "invalid".to_owned(),
+                "invalid log entry: data is 101 bytes long; the limit is 100 bytes".to_owned()
+            ),
+            "{via:?}"
+        );
         publisher.close().await;
         listener.stop().await.expect("clean stop");
     }

@@ -1,6 +1,7 @@
 //! The gRPC door: `logs.LogService/WriteLog` from the original `logs.proto`,
 //! so an old gRPC client works unchanged. Bad input is `INVALID_ARGUMENT`,
-//! a store failure `UNAVAILABLE`.
+//! an idempotency id already stored with other content `ALREADY_EXISTS`, a
+//! store failure `UNAVAILABLE`.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,7 +21,7 @@ use switchboard_wire::LOG_ID_METADATA;
 use switchboard_wire::proto::log_service_server::{LogService, LogServiceServer};
 use switchboard_wire::proto::{LogRequest, LogResponse};
 
-use crate::entry::MAX_ID_BYTES;
+use crate::entry::{EntryError, MAX_ID_BYTES};
 use crate::ingest::{Ingest, IngestError};
 use crate::settings;
 
@@ -53,14 +54,15 @@ impl LogService for GrpcDoor {
             .to_owned();
         // Not in the message (the original proto has no field for it), so an
         // old client simply sends none.
-        let id = match request.metadata().get(LOG_ID_METADATA) {
-            None => None,
-            Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
-                Status::invalid_argument(format!(
-                    "invalid log entry: {LOG_ID_METADATA} must be visible ASCII"
-                ))
-            })?),
-        };
+        let id =
+            match request.metadata().get(LOG_ID_METADATA) {
+                None => None,
+                // The same message as an id in the other doors' bodies: the
+                // rules are switchboard_wire's.
+                Some(value) => Some(value.to_str().map(str::to_owned).map_err(|_| {
+                    Status::invalid_argument(EntryError::IdNotVisibleAscii.message())
+                })?),
+            };
         let span = tracing::info_span!("grpc", method = "WriteLog", request_id = %request_id);
         async move {
             let Some(log) = request.into_inner().log_entry else {
@@ -78,6 +80,10 @@ impl LogService for GrpcDoor {
                 Err(err @ IngestError::Invalid(_)) => {
                     tracing::info!(error = %err, "refused");
                     Err(Status::invalid_argument(err.to_string()))
+                }
+                Err(err @ IngestError::Conflict { .. }) => {
+                    tracing::info!(error = %err, "refused a conflicting repeat of an id");
+                    Err(Status::already_exists(err.to_string()))
                 }
                 Err(err @ IngestError::Store(_)) => {
                     tracing::warn!(error = %err, "write failed");

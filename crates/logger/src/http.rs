@@ -72,6 +72,10 @@ async fn write_log(State(door): State<Door>, ApiJson(entry): ApiJson<LogEntry>) 
 fn ingest_error(err: IngestError) -> ApiError {
     match &err {
         IngestError::Invalid(_) => ApiError::bad_request(err.to_string()),
+        IngestError::Conflict { .. } => {
+            tracing::info!(error = %err, "refused a conflicting repeat of an id");
+            ApiError::new(StatusCode::CONFLICT, err.to_string())
+        }
         IngestError::Store(_) => {
             tracing::warn!(error = %err, "write failed");
             ApiError::unavailable(err.to_string())

@@ -10,8 +10,24 @@ use crate::store::StoreError;
 pub enum IngestError {
     #[error("invalid log entry: {0}")]
     Invalid(#[from] EntryError),
+    /// The id is stored already with other content: HTTP 409, gRPC
+    /// ALREADY_EXISTS, `RpcError::Conflict`. The client's to resolve (a new
+    /// entry needs a new id), so the message is the client's to read.
+    #[error(
+        "log entry id {id:?} is already stored with a different name or data; a new entry needs a new id"
+    )]
+    Conflict { id: String },
     #[error("log store unavailable: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
+}
+
+impl From<StoreError> for IngestError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict { id } => Self::Conflict { id },
+            other => Self::Store(other),
+        }
+    }
 }
 
 /// Validation rules plus the writer, shared by the three doors.
@@ -30,7 +46,8 @@ impl Ingest {
         self.rules
     }
 
-    /// Validates and stores one entry; returns it once it is stored.
+    /// Validates and stores one entry; returns it once it is stored (or was
+    /// stored before under its id, with the same name and data).
     pub async fn log(
         &self,
         name: String,

@@ -65,6 +65,10 @@ impl RpcDoor {
                     tracing::info!(error = %err, "refused");
                     Err(RpcError::Invalid(err.to_string()))
                 }
+                Err(err @ IngestError::Conflict { .. }) => {
+                    tracing::info!(error = %err, "refused a conflicting repeat of an id");
+                    Err(RpcError::Conflict(err.to_string()))
+                }
                 Err(IngestError::Store(err)) => {
                     tracing::warn!(error = %err, "write failed");
                     Err(RpcError::Unavailable(err.to_string()))

@@ -120,8 +120,8 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_name_bytes: 256,
-            max_data_bytes: 64 * 1024,
+            max_name_bytes: switchboard_wire::LogLimits::DEFAULT_MAX_NAME_BYTES,
+            max_data_bytes: switchboard_wire::LogLimits::DEFAULT_MAX_DATA_BYTES,
             max_read_limit: 1_000,
         }
     }

@@ -43,6 +43,10 @@ pub enum StoreError {
     /// The server stored the rest of the batch but refused this entry.
     #[error("the store refused the entry: {0}")]
     Rejected(String),
+    /// The entry's idempotency id is stored already, with another name or
+    /// data: storing it would lose this entry, calling it stored would lie.
+    #[error("log entry id {id:?} is already stored with a different name or data")]
+    Conflict { id: String },
 }
 
 /// Whether the store is known to be unreachable, and why. Writers set it when
@@ -364,8 +368,15 @@ impl Store {
     }
 
     /// Inserts `documents` in one unordered `insert_many` and says, for each
-    /// one in order, whether it is stored. A duplicate `_id` counts as stored:
-    /// it is a repeated idempotent write.
+    /// one in order, whether it is stored.
+    ///
+    /// A duplicate `_id` is a repeated write of an idempotency id: the
+    /// document already stored under it is read back, and the write counts as
+    /// stored if it has the same name and data, as a [`StoreError::Conflict`]
+    /// if not. This holds for a duplicate within the batch too (the unordered
+    /// insert stores the first and reports the others), and for any server
+    /// speaking the wire protocol: it needs only `insert_many`'s per-document
+    /// write errors and a `find` by `_id`, which MongoDB and FerretDB both have.
     pub async fn insert_batch(&self, documents: &[&Document]) -> Vec<Result<(), StoreError>> {
         let count = documents.len();
         let insert = self
@@ -387,8 +398,10 @@ impl Store {
                 ..
             }) => {
                 let mut outcomes = vec![Ok(()); count];
+                let mut duplicates = Vec::new();
                 for error in write_errors.unwrap_or_default() {
-                    if error.code == DUPLICATE_KEY {
+                    if error.code == DUPLICATE_KEY && error.index < count {
+                        duplicates.push(error.index);
                         continue;
                     }
                     if let Some(outcome) = outcomes.get_mut(error.index) {
@@ -398,6 +411,10 @@ impl Store {
                         )));
                     }
                 }
+                if !duplicates.is_empty() {
+                    self.judge_duplicates(documents, &duplicates, &mut outcomes)
+                        .await;
+                }
                 outcomes
             }
             // Not confirmed as journaled: every entry is reported as failed so
@@ -406,6 +423,51 @@ impl Store {
                 let reason = format!("insert: {kind}");
                 vec![Err(StoreError::Unavailable(reason)); count]
             }
+        }
+    }
+
+    /// Settles the entries at `indexes`, whose `_id` was stored already: the
+    /// same name and data is the same entry (stored), anything else a conflict.
+    async fn judge_duplicates(
+        &self,
+        documents: &[&Document],
+        indexes: &[usize],
+        outcomes: &mut [Result<(), StoreError>],
+    ) {
+        let ids: Vec<Bson> = indexes
+            .iter()
+            .filter_map(|&index| documents[index].get("_id").cloned())
+            .collect();
+        let existing: Result<Vec<Document>, StoreError> = self
+            .bounded("find", async {
+                self.collection
+                    .find(doc! { "_id": { "$in": ids } })
+                    .projection(doc! { "name": 1, "data": 1 })
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .await;
+        for &index in indexes {
+            let document = documents[index];
+            let id = document.get("_id");
+            outcomes[index] = match &existing {
+                Err(err) => Err(StoreError::Unavailable(format!(
+                    "reading back a repeated id: {err}"
+                ))),
+                Ok(found) => match found.iter().find(|stored| stored.get("_id") == id) {
+                    Some(stored) if same_entry(stored, document) => Ok(()),
+                    Some(_) => Err(StoreError::Conflict {
+                        id: id.map(display_id).unwrap_or_default(),
+                    }),
+                    // Reported as a duplicate, yet gone (deleted meanwhile):
+                    // a retry will store it. Not `Unavailable`, which would
+                    // mark the whole store down.
+                    None => Err(StoreError::Rejected(
+                        "the id was taken, then gone when read back; retry".to_owned(),
+                    )),
+                },
+            };
         }
     }
 
@@ -458,6 +520,21 @@ pub fn document(entry: &ValidEntry, now: DateTime) -> Document {
         "data": entry.data(),
         "created_at": now,
         "updated_at": now,
+    }
+}
+
+/// Whether two documents hold the same entry: the same name and data (the
+/// times differ between a write and its repetition).
+fn same_entry(stored: &Document, written: &Document) -> bool {
+    stored.get("name") == written.get("name") && stored.get("data") == written.get("data")
+}
+
+/// An `_id` as clients wrote it: their string, or an ObjectId in hex.
+fn display_id(id: &Bson) -> String {
+    match id {
+        Bson::String(id) => id.clone(),
+        Bson::ObjectId(oid) => oid.to_hex(),
+        other => other.to_string(),
     }
 }
 

@@ -100,7 +100,13 @@ pub async fn run(
         state.mailer.server()
     ));
     lifecycle::ready();
-    let served = switchboard_runtime::service::serve_http(listeners.http, router, shutdown).await;
+    let served = switchboard_runtime::service::serve_http_with(
+        listeners.http,
+        router,
+        shutdown,
+        &settings.http,
+    )
+    .await;
     state.mailer.shutdown().await;
     served.map_err(Error::Serve)
 }

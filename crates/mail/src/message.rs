@@ -46,6 +46,13 @@ pub enum InvalidMail {
     MessageTooLarge { actual: usize, limit: usize },
     #[error("`message` contains a NUL character")]
     NulInMessage,
+    #[error(
+        "`{field}` has non-ASCII characters in its address ({address:?}); the relay is not asked for SMTPUTF8, so use an ASCII address (a domain in its xn-- form)"
+    )]
+    NonAsciiAddress {
+        field: &'static str,
+        address: String,
+    },
 }
 
 /// A single mailbox taken from a request field.
@@ -78,6 +85,13 @@ impl ValidMailbox {
         };
         if !consumed_everything {
             return Err(not_a_mailbox());
+        }
+        // The display name is encoded into the header (RFC 2047), but the
+        // address goes into MAIL FROM / RCPT TO as it is: without SMTPUTF8
+        // (RFC 6531) a relay refuses it, and the client would get a 502 for
+        // what is its own input.
+        if !address.is_ascii() {
+            return Err(InvalidMail::NonAsciiAddress { field, address });
         }
         Ok(Self(mailbox))
     }
@@ -316,6 +330,26 @@ mod tests {
         let named = ValidMailbox::parse("to", " Some One <one@there.com> ").expect("named");
         assert_eq!(named.address(), "one@there.com");
         assert_eq!(named.mailbox().name.as_deref(), Some("Some One"));
+    }
+
+    #[test]
+    fn refuses_non_ascii_addresses_but_not_names() {
+        for value in [
+            "rcpt🚀@example.com",
+            "user@exämple.com",
+            "Ünï <ü@example.com>",
+        ] {
+            assert!(
+                matches!(
+                    ValidMailbox::parse("to", value),
+                    Err(InvalidMail::NonAsciiAddress { field: "to", .. })
+                ),
+                "{value}"
+            );
+        }
+        let named = ValidMailbox::parse("to", "Jörg Müller <joerg@xn--exmple-cua.com>")
+            .expect("ASCII address");
+        assert_eq!(named.address(), "joerg@xn--exmple-cua.com");
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_runtime::{HttpLimits, RuntimeSettings};
 
 /// Everything `switchboard-mail` can be configured with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,6 +25,8 @@ pub struct Settings {
     pub sender: Sender,
     /// Size limits on requests.
     pub limits: Limits,
+    /// Bounds of the HTTP door: connections, timeouts, header sizes.
+    pub http: HttpLimits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
 }

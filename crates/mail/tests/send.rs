@@ -191,6 +191,14 @@ async fn bad_input_gets_a_400_that_says_what_is_wrong() {
         ),
         (mail(None, "", "s", "m"), "`to` is required"),
         (
+            mail(None, "rcpt🚀@exämple.com", "s", "m"),
+            "`to` has non-ASCII characters in its address",
+        ),
+        (
+            mail(Some("sender@exämple.com"), &to, "s", "m"),
+            "`from` has non-ASCII characters in its address",
+        ),
+        (
             json!({"subject": "s", "message": "m"}),
             "missing field `to`",
         ),

@@ -968,6 +968,8 @@ fn service_environment(service: ServiceName, addresses: &Addresses) -> Vec<(Stri
                 format!("http://{}", addresses.socket(ServiceName::Logger, "grpc")),
             );
             set("downstream.mail_url", addresses.http(ServiceName::Mail));
+            // The dev stack is for looking inside; a deployment keeps it off.
+            set("admin.expose_downstreams", "true".to_owned());
             if let Some(url) = addresses.amqp_url() {
                 set("events.amqp_url", url);
             }

@@ -3,7 +3,9 @@
 //! - [`proto`]: the original system's `logs.proto`, unchanged, so an old gRPC
 //!   client keeps working;
 //! - [`rpc`]: the Rust-native RPC (the analogue of Go's `net/rpc`): a `tarpc`
-//!   service over length-delimited MessagePack frames on one long-lived TCP connection.
+//!   service over length-delimited MessagePack frames on one long-lived TCP connection;
+//! - [`entry`]: the validation rules of a log entry, shared by every service
+//!   that handles one.
 
 pub mod proto {
     //! Generated from `proto/logs.proto` (package `logs`).
@@ -11,13 +13,12 @@ pub mod proto {
     tonic::include_proto!("logs");
 }
 
+pub mod entry;
 pub mod rpc;
 
 use serde::{Deserialize, Serialize};
 
-/// Longest accepted idempotency id. Ids are message ids or UUIDs; anything
-/// much longer is a client bug, and `_id` values are indexed.
-pub const MAX_ID_BYTES: usize = 256;
+pub use entry::{InvalidLogEntry, LogLimits, MAX_ID_BYTES, ValidLogEntry};
 
 /// gRPC metadata key carrying a log entry's idempotency id: the original
 /// `logs.proto` has no field for it, and stays unchanged.
@@ -25,6 +26,7 @@ pub const LOG_ID_METADATA: &str = "x-log-id";
 
 /// One log entry as producers send it. `id` is an optional idempotency key
 /// (e.g. an AMQP message id): a repeated write with the same id is stored once.
+/// Not validated: [`LogLimits::parse_entry`] turns it into a [`ValidLogEntry`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     pub name: String,

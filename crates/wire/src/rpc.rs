@@ -27,14 +27,22 @@ pub trait LogRpc {
     async fn log_entry(entry: LogEntry) -> Result<String, RpcError>;
 }
 
-/// Why the logger refused or failed a write; mirrors the HTTP 400/503 and the
-/// gRPC INVALID_ARGUMENT/UNAVAILABLE of the other doors.
+/// Why the logger refused or failed a write; mirrors the HTTP 400/409/503 and
+/// the gRPC INVALID_ARGUMENT/ALREADY_EXISTS/UNAVAILABLE of the other doors.
+///
+/// MessagePack carries a variant by its name, so variants may be added
+/// (never renamed): a peer built before `Conflict` existed cannot decode that
+/// one reply (its call fails as a transport error) and handles the others.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum RpcError {
     #[error("invalid log entry: {0}")]
     Invalid(String),
     #[error("log store unavailable: {0}")]
     Unavailable(String),
+    /// The entry's idempotency id is already stored with a different name or
+    /// data; the text says so (and names the id). Retrying cannot help.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// The reply of a successful write, identical on every client path.

@@ -45,35 +45,69 @@ impl GrpcLogger {
     }
 
     /// Stores a log entry through `WriteLog`.
+    ///
+    /// A call that meets a connection the logger (or anything between) has
+    /// just reset is sent once more on the connection tonic re-opens: the
+    /// broker gives every entry an idempotency id, so the logger stores it
+    /// once even if the first attempt reached it. Both attempts share one
+    /// deadline.
     pub async fn log(
         &self,
         entry: LogEntry,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
-        let LogEntry { name, data, id } = entry;
+        let attempts = async {
+            match self.write_log(&entry, request_id).await {
+                Err(status) if is_transport_failure(&status) && entry.id.is_some() => {
+                    tracing::info!(error = %error_chain(&status), "logger gRPC connection lost; sending again");
+                    self.write_log(&entry, request_id).await
+                }
+                result => result,
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempts).await {
+            Err(_) => Err(DownstreamError::timed_out(DOWNSTREAM, self.timeout)),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(self.map_status(&status)),
+        }
+    }
+
+    async fn write_log(
+        &self,
+        entry: &LogEntry,
+        request_id: Option<&str>,
+    ) -> Result<(), tonic::Status> {
         let mut request = tonic::Request::new(LogRequest {
-            log_entry: Some(Log { name, data }),
+            log_entry: Some(Log {
+                name: entry.name.clone(),
+                data: entry.data.clone(),
+            }),
         });
         // Tells the logger our deadline (the `grpc-timeout` header).
         request.set_timeout(self.timeout);
         if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
         }
-        if let Some(id) = id.and_then(|id| MetadataValue::try_from(id).ok()) {
+        if let Some(id) = entry
+            .id
+            .as_deref()
+            .and_then(|id| MetadataValue::try_from(id).ok())
+        {
             request.metadata_mut().insert(LOG_ID_METADATA, id);
         }
         let mut client = self.client.clone();
-        match tokio::time::timeout(self.timeout, client.write_log(request)).await {
-            Err(_) => Err(DownstreamError::timed_out(DOWNSTREAM, self.timeout)),
-            Ok(Ok(_reply)) => Ok(()),
-            Ok(Err(status)) => Err(self.map_status(&status)),
-        }
+        client.write_log(request).await.map(|_reply| ())
     }
 
     fn map_status(&self, status: &tonic::Status) -> DownstreamError {
         let timeout_expired = tonic::TimeoutExpired(()).to_string();
         match status.code() {
             Code::InvalidArgument => DownstreamError::Rejected {
+                downstream: DOWNSTREAM,
+                message: status.message().to_owned(),
+            },
+            // The entry's id is stored with another name or data.
+            Code::AlreadyExists => DownstreamError::Conflict {
                 downstream: DOWNSTREAM,
                 message: status.message().to_owned(),
             },
@@ -116,4 +150,11 @@ impl GrpcLogger {
             .ok_or_else(|| format!("cannot read host and port from {}", self.url))?;
         super::probe_tcp(&authority, within).await
     }
+}
+
+/// A failure of the connection (it carries its transport cause as the
+/// source), as opposed to the logger's own UNAVAILABLE (its store is down).
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Unknown)
+        && std::error::Error::source(status).is_some()
 }

@@ -3,9 +3,10 @@
 //! logger's `POST /log`, each under the configured deadline and carrying the
 //! request id.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use serde::Serialize;
 use switchboard_runtime::http::{Envelope, REQUEST_ID_HEADER};
 
@@ -18,11 +19,18 @@ pub struct HttpClient {
     timeout: Duration,
 }
 
-/// What a downstream answered: its status and envelope.
+/// The header that tells auth who the broker's client is (auth believes it
+/// from the addresses in its `throttle.trusted_proxies`).
+pub const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
+
+/// What a downstream answered: its status, envelope and, with a 429, when
+/// to retry.
 #[derive(Debug, Clone)]
 pub struct HttpReply {
     pub status: StatusCode,
     pub envelope: Envelope,
+    /// `Retry-After` in seconds (the HTTP-date form is not passed on).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl HttpClient {
@@ -43,16 +51,23 @@ impl HttpClient {
     }
 
     /// POSTs `body` as JSON and reads the envelope, whatever the status.
+    /// `client` is the address of the broker's own client, sent as
+    /// `X-Forwarded-For` (set, not appended: the broker is where clients
+    /// connect, so whatever a client wrote there itself is not passed on).
     pub async fn post_envelope(
         &self,
         downstream: Downstream,
         url: &str,
         body: &impl Serialize,
         request_id: Option<&str>,
+        client: Option<IpAddr>,
     ) -> Result<HttpReply, DownstreamError> {
         let mut request = self.client.post(url).json(body);
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
+        }
+        if let Some(client) = client {
+            request = request.header(FORWARDED_FOR_HEADER, client.to_string());
         }
         let call = async {
             let response = request
@@ -60,6 +75,11 @@ impl HttpClient {
                 .await
                 .map_err(|err| transport_error(downstream, &err))?;
             let status = response.status();
+            let retry_after_secs = response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse().ok());
             let bytes = response
                 .bytes()
                 .await
@@ -70,7 +90,11 @@ impl HttpClient {
                     format!("answered {status} without a JSON envelope ({err})"),
                 )
             })?;
-            Ok(HttpReply { status, envelope })
+            Ok(HttpReply {
+                status,
+                envelope,
+                retry_after_secs,
+            })
         };
         tokio::time::timeout(self.timeout, call)
             .await
@@ -99,7 +123,8 @@ fn transport_error(downstream: Downstream, err: &reqwest::Error) -> DownstreamEr
 
 /// Maps a downstream's non-2xx answer onto the broker's: validation errors
 /// pass through as 400 with the downstream's message, everything else is a
-/// failure of that downstream (502).
+/// failure of that downstream (502). (Auth's 429 is passed on before this;
+/// see [`super::Downstreams::authenticate`].)
 pub fn non_success(downstream: Downstream, reply: HttpReply) -> DownstreamError {
     match reply.status {
         StatusCode::BAD_REQUEST
@@ -111,6 +136,11 @@ pub fn non_success(downstream: Downstream, reply: HttpReply) -> DownstreamError 
         StatusCode::UNAUTHORIZED if downstream == Downstream::Auth => {
             DownstreamError::InvalidCredentials
         }
+        // The logger holds the entry's id with another name or data.
+        StatusCode::CONFLICT if downstream == Downstream::LoggerHttp => DownstreamError::Conflict {
+            downstream,
+            message: reply.envelope.message,
+        },
         status => DownstreamError::failed(
             downstream,
             format!("answered {status}: {}", reply.envelope.message),
@@ -142,6 +172,7 @@ mod tests {
                 message: message.into(),
                 data: None,
             },
+            retry_after_secs: None,
         };
         let rejected = non_success(
             Downstream::LoggerHttp,

@@ -8,13 +8,17 @@ pub mod grpc;
 pub mod http;
 pub mod rpc;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::AmqpEndpoint;
-use switchboard_wire::LogEntry;
+use switchboard_runtime::http::ApiError;
+use switchboard_wire::{LogEntry, ValidLogEntry};
 
 use crate::error::{Downstream, DownstreamError, Error};
 use crate::payload::{AuthPayload, DownstreamStatus, LogVia, MailPayload};
@@ -24,6 +28,46 @@ pub use self::amqp::AmqpPublisher;
 pub use self::grpc::GrpcLogger;
 pub use self::http::HttpClient;
 pub use self::rpc::RpcLogger;
+
+/// Why auth did not authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Auth's login throttle refused the attempt (too many failed logins for
+    /// the account or from the client).
+    Throttled(Throttled),
+    /// Anything else: wrong credentials, bad input, auth down or failing.
+    Downstream(DownstreamError),
+}
+
+impl From<DownstreamError> for AuthFailure {
+    fn from(err: DownstreamError) -> Self {
+        Self::Downstream(err)
+    }
+}
+
+/// Auth's 429, passed on to the client as it is: the client is to wait,
+/// not the broker's operator to look into a failure, and auth knows how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttled {
+    /// Auth's message ("too many failed logins for this account; retry in N s").
+    pub message: String,
+    /// Auth's `Retry-After`, in seconds.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl IntoResponse for Throttled {
+    fn into_response(self) -> Response {
+        tracing::info!(message = %self.message, retry_after_secs = ?self.retry_after_secs, "auth throttled the login");
+        let mut response =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, self.message).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
 
 /// Every client the broker uses.
 #[derive(Debug)]
@@ -83,23 +127,31 @@ impl Downstreams {
         self.timeout
     }
 
-    /// Auth's `POST /authenticate`; the user object on success.
+    /// Auth's `POST /authenticate`; the user object on success. `client` is
+    /// the broker's client, whose failed logins auth counts (its throttle).
     pub async fn authenticate(
         &self,
         credentials: &AuthPayload,
         request_id: Option<&str>,
-    ) -> Result<serde_json::Value, DownstreamError> {
+        client: Option<IpAddr>,
+    ) -> Result<serde_json::Value, AuthFailure> {
         let url = http::join(&self.auth_url, "/authenticate");
         let body = json!({ "email": credentials.email, "password": credentials.password });
         let reply = self
             .http
-            .post_envelope(Downstream::Auth, &url, &body, request_id)
+            .post_envelope(Downstream::Auth, &url, &body, request_id, client)
             .await?;
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(AuthFailure::Throttled(Throttled {
+                message: reply.envelope.message,
+                retry_after_secs: reply.retry_after_secs,
+            }));
+        }
         if !reply.status.is_success() {
-            return Err(http::non_success(Downstream::Auth, reply));
+            return Err(http::non_success(Downstream::Auth, reply).into());
         }
         reply.envelope.data.ok_or_else(|| {
-            DownstreamError::failed(Downstream::Auth, "answered success without the user")
+            DownstreamError::failed(Downstream::Auth, "answered success without the user").into()
         })
     }
 
@@ -115,7 +167,7 @@ impl Downstreams {
         });
         let reply = self
             .http
-            .post_envelope(Downstream::Mail, &url, &body, request_id)
+            .post_envelope(Downstream::Mail, &url, &body, request_id, None)
             .await?;
         if reply.status.is_success() {
             Ok(())
@@ -129,17 +181,16 @@ impl Downstreams {
     /// broken connection is stored once.
     pub async fn log(
         &self,
-        name: String,
-        data: String,
-        id: Option<String>,
+        entry: ValidLogEntry,
         via: LogVia,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
-        let entry = LogEntry {
-            name,
-            data,
-            id: Some(id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string())),
-        };
+        // An id on every entry makes each transport's retry store it once
+        // (a UUID is visible ASCII well within the id limit).
+        let mut entry = entry.into_entry();
+        entry
+            .id
+            .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
         match via {
             LogVia::Rpc => self.rpc.log(entry, request_id).await,
             LogVia::Grpc => self.grpc.log(entry, request_id).await,
@@ -159,7 +210,7 @@ impl Downstreams {
         let body = json!({ "name": entry.name, "data": entry.data, "id": entry.id });
         let reply = self
             .http
-            .post_envelope(Downstream::LoggerHttp, &url, &body, request_id)
+            .post_envelope(Downstream::LoggerHttp, &url, &body, request_id, None)
             .await?;
         if reply.status.is_success() {
             Ok(())
@@ -211,5 +262,32 @@ pub async fn probe_tcp(addr: &str, within: Duration) -> Result<(), String> {
         Err(_) => Err(format!("no connection within {} ms", within.as_millis())),
         Ok(Err(err)) => Err(err.to_string()),
         Ok(Ok(_stream)) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn auth_s_429_keeps_its_message_and_retry_after() {
+        let response = Throttled {
+            message: "too many failed logins for this account; retry in 897 s".into(),
+            retry_after_secs: Some(897),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("897"))
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(
+            body,
+            json!({"error": true, "message": "too many failed logins for this account; retry in 897 s"})
+        );
     }
 }

@@ -135,6 +135,12 @@ impl RpcLogger {
                     message,
                 }))
             }
+            Ok(Err(LoggerError::Conflict(message))) => {
+                Attempt::Done(Err(DownstreamError::Conflict {
+                    downstream: DOWNSTREAM,
+                    message,
+                }))
+            }
             Ok(Err(err @ LoggerError::Unavailable(_))) => {
                 Attempt::Done(Err(DownstreamError::failed(DOWNSTREAM, err.to_string())))
             }

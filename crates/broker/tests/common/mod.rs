@@ -192,6 +192,7 @@ impl Stack {
         broker_settings.downstream.timeout_ms = options.timeout_ms;
         broker_settings.downstream.default_log_via = options.default_via;
         broker_settings.events.amqp_url = amqp_url.clone();
+        broker_settings.admin.expose_downstreams = true;
         let (broker, task) = start_broker(broker_settings.clone()).await;
         tasks.push(task);
 

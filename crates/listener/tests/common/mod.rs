@@ -218,6 +218,19 @@ pub fn death(headers: &FieldTable) -> (String, i64) {
     (reason, count)
 }
 
+/// The `x-switchboard-reason-code` and `x-switchboard-reason` of a dead
+/// letter the listener published itself.
+pub fn dead_letter_reason(headers: &FieldTable) -> (String, String) {
+    let text = |key: &str| match headers.inner().get(key) {
+        Some(AMQPValue::LongString(text)) => String::from_utf8_lossy(text.as_bytes()).into_owned(),
+        other => panic!("{key}: {other:?} in {headers:?}"),
+    };
+    (
+        text(switchboard_listener::dead_letter::CODE_HEADER),
+        text(switchboard_listener::dead_letter::REASON_HEADER),
+    )
+}
+
 // ---------------------------------------------------------------- MongoDB
 
 /// The FerretDB (or mongod) shared by this test binary.
