@@ -1,4 +1,4 @@
-# One VM with every service and every dependency (PostgreSQL, MongoDB,
+# One VM with every service and every dependency (PostgreSQL, FerretDB,
 # RabbitMQ, MailHog) on it: socket activation, every broker path end to end,
 # the journal, the sandbox scores and the IP allow list.
 #
@@ -51,6 +51,12 @@
     { nodes, ... }:
     let
       outsideAddress = nodes.machine.networking.primaryIPAddress;
+      # The MongoDB-protocol server the module runs (FerretDB by default).
+      mongodbUnit =
+        if nodes.machine.services.switchboard.mongodb.server == "ferretdb" then
+          "ferretdb.service"
+        else
+          "mongodb.service";
     in
     ''
       import json
@@ -78,7 +84,7 @@
       broker = "http://127.0.0.1:8080"
 
       machine.wait_for_unit("switchboard.target")
-      for unit in ["postgresql.target", "rabbitmq.service", "mongodb.service", "mailhog.service"]:
+      for unit in ["postgresql.target", "rabbitmq.service", "${mongodbUnit}", "mailhog.service"]:
           machine.wait_for_unit(unit)
       machine.wait_for_unit("switchboard-listener.service")
       machine.succeed("test -s /etc/switchboard/broker.toml")

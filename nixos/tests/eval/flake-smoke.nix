@@ -1,9 +1,10 @@
 # Evaluates flake.nix's outputs with Nix 2.8, against nixpkgs' real lib and
 # the stand-in nixpkgs of ./fake-nixpkgs.nix, and returns a JSON-able summary
 # for flake_smoke.py to check: the outputs per system, the package's build
-# arguments, the app, the dev shell, the checks, the formatter, and every
-# node of every VM test evaluated through ./stub-eval.nix (so an option the
-# tests set that does not exist, or has the wrong type, fails here).
+# arguments, the app, the dev shell, the checks (which derivation each is,
+# cargo-tests' and clippy's build arguments), the formatter, and every node
+# of every VM test evaluated through ./stub-eval.nix (so an option the tests
+# set that does not exist, or has the wrong type, fails here).
 #
 # Usage: nix-instantiate --eval --strict --json flake-smoke.nix --arg libPath /path/to/nixpkgs/lib
 { libPath }:
@@ -51,8 +52,8 @@ let
     };
   };
 
-  # The `nodes` argument of test nodes and test scripts: addresses as the
-  # test framework assigns them (192.168.1.<n>, nodes in name order).
+  # The `nodes` argument of test nodes: addresses as the test framework
+  # assigns them (192.168.1.<n>, nodes in name order).
   fakeNodes =
     test:
     let
@@ -79,24 +80,39 @@ let
       ];
     };
 
+  # The `nodes` argument of a test script: in NixOS each node's config. Here
+  # each node's evaluated summary (./stub-eval.nix: services, with
+  # services.switchboard, systemd units, environment, firewall, users; store
+  # paths as strings) plus its address; reading anything else fails with
+  # "attribute ... missing".
+  scriptNodes =
+    test: nodes:
+    lib.recursiveUpdate (lib.mapAttrs (
+      _: node: removeAttrs node [ "failedAssertions" "warnings" "switchboard" ]
+    ) nodes) (fakeNodes test);
+
   summariseTest =
     check:
     let
       test = check.nixosTest;
+      nodes = lib.mapAttrs (name: _: evalNode test name) test.nodes;
       script =
         if builtins.isFunction test.testScript then
-          test.testScript { nodes = fakeNodes test; }
+          test.testScript { nodes = scriptNodes test nodes; }
         else
           test.testScript;
     in
     {
       inherit (test) name;
-      inherit script;
-      nodes = lib.mapAttrs (name: _: evalNode test name) test.nodes;
+      inherit script nodes;
     };
 
   package = outputs.packages.${system}.default;
   args = package.buildArgs;
+  checks = outputs.checks.${system};
+  names = map (p: p.name);
+  # The check is exactly that derivation (same store path).
+  same = a: b: builtins.isAttrs a && (a.outPath or null) == b.outPath;
   testNames = lib.filter (n: outputs.checks.${system}.${n} ? nixosTest) (
     lib.attrNames outputs.checks.${system}
   );
@@ -119,12 +135,20 @@ in
       pname
       version
       cargoBuildFlags
-      cargoTestFlags
       env
       postInstall
       ;
+    # buildRustPackage's default is true.
+    doCheck = args.doCheck or true;
+    cargoTestFlags = args.cargoTestFlags or null;
     lockFile = toString args.cargoLock.lockFile;
-    nativeBuildInputs = map (p: p.name) args.nativeBuildInputs;
+    cargoDepsLockFile = toString package.cargoDeps.lockFile;
+    nativeBuildInputs = names args.nativeBuildInputs;
+    # The files of its source (lib.fileset stand-in of ./fake-nixpkgs.nix),
+    # and the list nixos/source.nix gives for them.
+    sourceFiles = package.src.filesetStandIn.files;
+    sourceRoot = package.src.filesetStandIn.root;
+    sourceList = import ../../source.nix;
     mainProgram = package.meta.mainProgram;
     sameAsSwitchboard = outputs.packages.${system}.switchboard.outPath == package.outPath;
   };
@@ -135,14 +159,62 @@ in
     devStackPath = outputs.packages.${system}.dev-stack.outPath;
   };
   devShell = {
-    packages = map (p: p.name) outputs.devShells.${system}.default.shellArgs.packages;
+    packages = names outputs.devShells.${system}.default.shellArgs.packages;
     env = outputs.devShells.${system}.default.shellArgs.env;
+    shellHook = outputs.devShells.${system}.default.shellArgs.shellHook or "";
   };
-  checkNames = lib.attrNames outputs.checks.${system};
+  checkNames = lib.attrNames checks;
+  # Missing ones are false here; checkNames says which.
+  checkIs = {
+    package-switchboard = same (checks.package-switchboard or null) outputs.packages.${system}.switchboard;
+    package-dev-stack = same (checks.package-dev-stack or null) outputs.packages.${system}.dev-stack;
+    devShell-default = same (checks.devShell-default or null) outputs.devShells.${system}.default;
+  };
+  cargoTests =
+    let
+      drv = checks.cargo-tests;
+      a = drv.buildArgs;
+    in
+    {
+      inherit (drv) name;
+      inherit (a) pname;
+      doCheck = a.doCheck or true;
+      dontBuild = a.dontBuild or false;
+      checkType = a.checkType or a.buildType or "release";
+      cargoTestFlags = a.cargoTestFlags or [ ];
+      checkFlags = a.checkFlags or [ ];
+      env = a.env or { };
+      installPhase = a.installPhase or null;
+      nativeBuildInputs = names (a.nativeBuildInputs or [ ]);
+      nativeCheckInputs = names (a.nativeCheckInputs or [ ]);
+      # The package's own version, source and vendored dependencies.
+      sameVersion = a.version == package.version;
+      sameSrc = same a.src package.src;
+      sameCargoDeps = same drv.cargoDeps package.cargoDeps;
+      lockFile = toString (drv.cargoDeps.lockFile or "");
+      homepage = drv.meta.homepage or null;
+    };
+  clippy =
+    let
+      drv = checks.clippy;
+      a = drv.buildArgs;
+    in
+    {
+      inherit (drv) name;
+      inherit (a) pname;
+      doCheck = a.doCheck or true;
+      buildPhase = a.buildPhase or null;
+      installPhase = a.installPhase or null;
+      postInstall = a.postInstall or "";
+      nativeBuildInputs = names (a.nativeBuildInputs or [ ]);
+      sameVersion = a.version == package.version;
+      sameSrc = same a.src package.src;
+      sameCargoDeps = same drv.cargoDeps package.cargoDeps;
+      env = a.env or { };
+    };
   # Its script names the fileset of Nix files; lib.fileset needs Nix >= 2.14.
   formattingName = outputs.checks.${system}.formatting.name;
   formatterExcludes = outputs.formatter.${system}.overrideArgs.settings.formatter.nixfmt.excludes;
-  checkPackageIsPackage = outputs.checks.${system}.package.outPath == package.outPath;
   nixosModule = import ./stub-eval.nix {
     inherit lib;
     module = outputs.nixosModules.default;
@@ -151,5 +223,5 @@ in
       services.switchboard.mailhog.createLocally = true;
     };
   };
-  tests = lib.genAttrs testNames (n: summariseTest outputs.checks.${system}.${n});
+  tests = lib.genAttrs testNames (n: summariseTest checks.${n});
 }

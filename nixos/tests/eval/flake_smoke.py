@@ -3,9 +3,11 @@
 
 flake-smoke.nix evaluates the flake against nixpkgs' real lib and a stand-in
 nixpkgs; this script checks the summary: outputs for both systems, the
-package's build arguments, its postInstall script (run here, in bash, on the
-real systemd/ directory), the app and dev shell, the checks, the formatter,
-the NixOS module as the flake exports it, and every VM test: each node
+package's build arguments and source files, its postInstall script (run
+here, in bash, on the real systemd/ and config/ directories, as far as its src
+holds them), the app and dev shell, the checks (each the derivation it should
+be; cargo-tests' and clippy's build arguments), the formatter, the NixOS
+module as the flake exports it, and every VM test: each node
 evaluated through the stand-in evaluator, each test script compiled (and
 linted with pyflakes as the NixOS test driver does, when pyflakes is
 installed).
@@ -15,6 +17,8 @@ Usage: flake_smoke.py NIXPKGS_LIB    Exit status: 0 pass, 1 fail, 2 setup proble
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -28,15 +32,20 @@ DRIVER_GLOBALS = ["start_all", "subtest", "retry", "test_script", "machines", "v
                   "serial_stdout_on", "polling_condition", "Machine", "t"]
 
 
-def emulate_post_install(script, problems):
-    """Runs the package's postInstall on a copy of the sources' unit and config folders."""
+def has(names, wanted):
+    """A package named `wanted` (as nixpkgs names it: `wanted` or `wanted-<version>`) is among `names`."""
+    return any(n == wanted or re.fullmatch(re.escape(wanted) + r"-[0-9].*", n) for n in names)
+
+
+def emulate_post_install(script, source_files, problems):
+    """Runs the package's postInstall on a copy of the unit and config folders, those of them in its src."""
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "src")
         out = os.path.join(tmp, "out")
         os.makedirs(src)
-        subprocess.run(["cp", "-r", os.path.join(ROOT, "systemd"), src], check=True)
-        if os.path.isdir(os.path.join(ROOT, "config")):
-            subprocess.run(["cp", "-r", os.path.join(ROOT, "config"), src], check=True)
+        for folder in ["systemd", "config"]:
+            if folder in source_files and os.path.isdir(os.path.join(ROOT, folder)):
+                subprocess.run(["cp", "-r", os.path.join(ROOT, folder), src], check=True)
         # stdenv's substituteInPlace with --replace-fail, for one file.
         prelude = r'''
 set -euo pipefail
@@ -127,28 +136,38 @@ def main():
     crates = ["broker", "auth", "logger", "mail", "listener", "frontend", "stack"]
     if sorted(pkg["cargoBuildFlags"]) != sorted(f"--package=switchboard-{c}" for c in crates):
         p.append(f"cargoBuildFlags {pkg['cargoBuildFlags']}")
-    if pkg["cargoTestFlags"] != ["--workspace"]:
-        p.append("checkPhase tests the whole workspace")
+    # The check phase fails in the build sandbox; the tests are checks.cargo-tests.
+    if pkg["doCheck"] is not False:
+        p.append(f"doCheck = false (the tests run in checks.cargo-tests), got {pkg['doCheck']}")
     if not pkg["env"].get("PROTOC", "").endswith("-protobuf/bin/protoc"):
         p.append(f"PROTOC {pkg['env'].get('PROTOC')}")
-    if pkg["env"].get("SWITCHBOARD_SKIP_SERVER_TESTS") != "1":
-        p.append("SWITCHBOARD_SKIP_SERVER_TESTS=1 in the build")
     if os.path.realpath(pkg["lockFile"]) != os.path.join(ROOT, "Cargo.lock"):
         p.append(f"cargoLock.lockFile {pkg['lockFile']}")
+    if os.path.realpath(pkg["cargoDepsLockFile"]) != os.path.join(ROOT, "Cargo.lock"):
+        p.append(f"cargoDeps vendors {pkg['cargoDepsLockFile']}")
+    # src: exactly nixos/source.nix's files (the optional ones when present).
+    listed = pkg["sourceList"]
+    wanted = sorted(set(listed["required"]) | {f for f in listed["optional"] if os.path.exists(os.path.join(ROOT, f))})
+    if os.path.realpath(pkg["sourceRoot"]) != ROOT or pkg["sourceFiles"] != wanted:
+        p.append(f"src holds {pkg['sourceFiles']} under {pkg['sourceRoot']}, nixos/source.nix lists {wanted}")
     if "protobuf" not in pkg["nativeBuildInputs"]:
         p.append("protobuf in nativeBuildInputs")
     if not pkg["sameAsSwitchboard"]:
         p.append("packages.default is packages.switchboard")
-    emulate_post_install(pkg["postInstall"], p)
+    emulate_post_install(pkg["postInstall"], pkg["sourceFiles"], p)
     check("package: build arguments and postInstall (run in bash)", p)
 
     app = d["app"]
     p = []
     if app["type"] != "app" or app["program"] != app["devStackPath"] + "/bin/switchboard-dev-stack":
         p.append(f"apps.default {app}")
-    for needed in ["switchboard-0.1.0", "postgresql", "rabbitmq-server", "erlang", "mongodb-ce", "mailhog", "mailhog-lowercase"]:
-        if not any(i.startswith(needed) for i in app["runtimeInputs"]):
+    # flake.nix's devServers: both MongoDB-protocol servers (--mongodb-server ferretdb picks FerretDB).
+    dev_servers = ["postgresql", "rabbitmq-server", "erlang", "mongodb-ce", "ferretdb", "mailhog", "mailhog-lowercase"]
+    for needed in ["switchboard"] + dev_servers:
+        if not has(app["runtimeInputs"], needed):
             p.append(f"{needed} on the dev stack's PATH")
+    if "switchboard-0.1.0" not in app["runtimeInputs"]:
+        p.append(f"the flake's package on the dev stack's PATH: {app['runtimeInputs']}")
     if "exec switchboard-stack" not in app["text"]:
         p.append("the app runs switchboard-stack")
     syntax = subprocess.run(["bash", "-n", "-c", app["text"]], capture_output=True, text=True)
@@ -157,19 +176,101 @@ def main():
     check("apps.default: the dev stack with its servers on PATH", p)
 
     shell = d["devShell"]
+    # The toolchain, what the test suite runs besides the servers
+    # (systemd-socket-activate, unshare, the browser tests), and the servers.
     p = [f"{t} in the dev shell" for t in ["cargo", "rustc", "clippy", "rustfmt", "rust-analyzer", "protobuf",
-                                             "mongodb-ce", "mailhog", "rabbitmq-server"]
-         if not any(x.startswith(t) for x in shell["packages"])]
-    if "PROTOC" not in shell["env"]:
-        p.append("PROTOC in the dev shell")
+                                             "nixfmt", "systemd", "util-linux", "chromium", "chromedriver"]
+         + dev_servers
+         if not has(shell["packages"], t)]
+    if not shell["env"].get("PROTOC", "").endswith("-protobuf/bin/protoc"):
+        p.append(f"PROTOC in the dev shell, got {shell['env'].get('PROTOC')}")
+    if "-rabbitmq-server/sbin:$PATH" not in shell["shellHook"]:
+        p.append("the shell hook puts RabbitMQ's sbin/ on PATH")
     check("devShells.default", p)
 
     p = []
-    if d["checkNames"] != ["basic", "formatting", "multi-host", "package"] or not d["checkPackageIsPackage"]:
-        p.append(f"checks {d['checkNames']}")
+    expected = ["basic", "cargo-tests", "clippy", "devShell-default", "formatting", "multi-host",
+                "package-dev-stack", "package-switchboard"]
+    if d["checkNames"] != expected:
+        p.append(f"checks {d['checkNames']}, expected {expected}")
+    for name, same in d["checkIs"].items():
+        if not same:
+            p.append(f"checks.{name} is not the {name.replace('-', ' ', 1)} output itself")
     if d["formatterExcludes"] != ["nixos/tests/eval/*"]:
         p.append("formatter leaves the copied evaluator alone")
-    check("checks and formatter", p)
+    check("checks (packages, dev shell, VM tests, cargo-tests, clippy, formatting) and formatter", p)
+
+    def same_sources(what, c, p):
+        for key, label in [("sameSrc", "src"), ("sameCargoDeps", "cargoDeps"), ("sameVersion", "version")]:
+            if not c[key]:
+                p.append(f"{what}: {label} is not the package's own")
+
+    ct = d["cargoTests"]
+    p = []
+    same_sources("cargo-tests", ct, p)
+    if ct["doCheck"] is not True:
+        p.append("cargo-tests runs its check phase (doCheck)")
+    if ct["dontBuild"] is not True:
+        p.append("cargo-tests has no build phase of its own (dontBuild = true; cargo test builds)")
+    if ct["checkType"] != "debug":
+        p.append(f"cargo-tests: checkType \"debug\" (no --profile), got {ct['checkType']}")
+    if ct["cargoTestFlags"] != ["--workspace"]:
+        p.append(f"cargo-tests: cargoTestFlags [\"--workspace\"], got {ct['cargoTestFlags']}")
+    if ct["env"].get("SWITCHBOARD_SKIP_SERVER_TESTS") != "1":
+        p.append("cargo-tests: env.SWITCHBOARD_SKIP_SERVER_TESTS = \"1\" (the sandbox has no servers)")
+    if not ct["env"].get("PROTOC", "").endswith("-protobuf/bin/protoc"):
+        p.append(f"cargo-tests: PROTOC {ct['env'].get('PROTOC')}")
+    if not has(ct["nativeBuildInputs"], "protobuf"):
+        p.append("cargo-tests: protobuf in nativeBuildInputs")
+    for tool in ["systemd", "util-linux"]:
+        if not has(ct["nativeCheckInputs"], tool):
+            p.append(f"cargo-tests: {tool} in nativeCheckInputs, got {ct['nativeCheckInputs']}")
+    if os.path.realpath(ct["lockFile"]) != os.path.join(ROOT, "Cargo.lock"):
+        p.append(f"cargo-tests vendors {ct['lockFile']}")
+    if not ct["installPhase"] or "$out" not in ct["installPhase"]:
+        p.append(f"cargo-tests: installPhase creates $out, got {ct['installPhase']!r}")
+    else:
+        syntax = subprocess.run(["bash", "-n", "-c", ct["installPhase"]], capture_output=True, text=True)
+        if syntax.returncode != 0:
+            p.append("cargo-tests installPhase: " + syntax.stderr)
+    check("checks.cargo-tests: the whole workspace's tests on the package's source, servers skipped", p)
+
+    cl = d["clippy"]
+    p = []
+    same_sources("clippy", cl, p)
+    if cl["doCheck"] is not False:
+        p.append("clippy: doCheck = false")
+    if not has(cl["nativeBuildInputs"], "clippy") or not has(cl["nativeBuildInputs"], "protobuf"):
+        p.append(f"clippy: clippy and protobuf in nativeBuildInputs, got {cl['nativeBuildInputs']}")
+    if not cl["env"].get("PROTOC", "").endswith("-protobuf/bin/protoc"):
+        p.append(f"clippy: PROTOC {cl['env'].get('PROTOC')}")
+    build = cl["buildPhase"] or ""
+    commands = [line for line in build.splitlines() if re.match(r"\s*cargo\s+clippy\b", line)]
+    if len(commands) != 1:
+        p.append(f"clippy: the build phase runs `cargo clippy` once, got {build!r}")
+    else:
+        words = shlex.split(commands[0])
+        cargo_args, lint_args = (words[:words.index("--")], words[words.index("--") + 1:]) if "--" in words \
+            else (words, [])
+        for flag in ["--workspace", "--all-targets", "--offline"]:
+            if flag not in cargo_args:
+                p.append(f"clippy: cargo clippy {flag}")
+        denied = any(a == "-D" and b == "warnings" for a, b in zip(lint_args, lint_args[1:])) \
+            or "-Dwarnings" in lint_args
+        if not denied:
+            p.append(f"clippy: -D warnings after `--` (clippy's own arguments), got {commands[0]!r}")
+    for hook in ["runHook preBuild", "runHook postBuild"]:
+        if hook not in build:
+            p.append(f"clippy: build phase runs {hook}")
+    syntax = subprocess.run(["bash", "-n", "-c", build], capture_output=True, text=True)
+    if syntax.returncode != 0:
+        p.append("clippy buildPhase: " + syntax.stderr)
+    if not cl["installPhase"] or "$out" not in cl["installPhase"]:
+        p.append(f"clippy: installPhase creates $out, got {cl['installPhase']!r}")
+    # The package's postInstall installs units into $out/lib; here $out is a file.
+    if cl["postInstall"].strip():
+        p.append("clippy: postInstall emptied (the package's installs units)")
+    check("checks.clippy: cargo clippy --workspace --all-targets -D warnings on the package's source", p)
 
     mod = d["nixosModule"]
     p = []
@@ -185,6 +286,14 @@ def main():
             if out["failedAssertions"] or out["warnings"]:
                 p.append(f"{node}: assertions {out['failedAssertions']} warnings {out['warnings']}")
         lint = lint_script(name, test["script"], sorted(test["nodes"]), p)
+        if name == "basic":
+            node = test["nodes"]["machine"]
+            server = node["switchboard"]["mongodb"]["server"]
+            unit = "ferretdb" if server == "ferretdb" else "mongodb"
+            if unit not in node["services"]:
+                p.append(f"machine runs {unit} (mongodb.server = {server})")
+            if f'"{unit}.service"' not in test["script"]:
+                p.append(f"the script waits for {unit}.service (mongodb.server = {server})")
         if name == "multi-host":
             app_node, db = test["nodes"]["app"], test["nodes"]["db"]
             db_ip = "192.168.1.3"

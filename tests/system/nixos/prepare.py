@@ -18,8 +18,15 @@ it in place of a VM.
   6. test-driver.service (as the VM's backdoor.service: root, wanted by
      multi-user.target) running driver.py on the node's testScript.
 
-Usage: prepare.py --lib NIXPKGS_LIB --test FILE [--node machine]
-                  --work DIR [--skip-file FILE]
+Usage: prepare.py (--lib NIXPKGS_LIB | --evaluated JSON) --test FILE [--node machine]
+                  --work DIR [--skip-file FILE] [--save-evaluation JSON]
+
+Step 1 is the only one that needs nixpkgs' lib and nix-instantiate. Its
+result (plain JSON, no host paths) can be saved with --save-evaluation and
+used instead of evaluating with --evaluated: module-run keeps one per case in
+tests/system/nixos/evaluated/, so that CI, which fetches no nixpkgs, boots
+the same trees, and compares them with a fresh evaluation wherever the lib
+is at hand.
 Writes DIR/root (bound into the container: DIR/root/etc at /etc,
 DIR/root/nix at /nix), DIR/case/{script.py,skips}, DIR/deviations,
 DIR/package (the store path whose bin/ the runner binds the binaries onto).
@@ -232,15 +239,24 @@ def main():
     ap.add_argument("--node", default="machine")
     ap.add_argument("--work", required=True)
     ap.add_argument("--skip-file")
+    ap.add_argument("--evaluated", help="the node's evaluation, saved before, instead of evaluating")
+    ap.add_argument("--save-evaluation", help="write the node's evaluation here (JSON)")
     args = ap.parse_args()
-    if not args.lib:
-        ap.error("--lib or NIXPKGS_LIB is needed")
-
-    try:
-        ev = render.evaluate(args.lib, args.test, args.node)
-    except RuntimeError as e:
-        print(f"prepare: evaluation of {args.test} failed:\n{e}", file=sys.stderr)
-        return 1
+    if args.evaluated:
+        with open(args.evaluated) as f:
+            ev = json.load(f)
+    else:
+        if not args.lib:
+            ap.error("--lib (or NIXPKGS_LIB) or --evaluated is needed")
+        try:
+            ev = render.evaluate(args.lib, args.test, args.node)
+        except RuntimeError as e:
+            print(f"prepare: evaluation of {args.test} failed:\n{e}", file=sys.stderr)
+            return 1
+    if args.save_evaluation:
+        with open(args.save_evaluation, "w") as f:
+            json.dump(ev, f, indent=1, sort_keys=True)
+            f.write("\n")
     summary = ev["summary"]
     if ev["script"] is None:
         print(f"prepare: {args.test} has no testScript", file=sys.stderr)
