@@ -61,7 +61,9 @@ impl Driver {
         let capabilities: serde_json::Map<String, Value> = serde_json::from_value(json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
-                "binary": "/usr/bin/chromium",
+                // The Chromium on PATH (the dev shell's on NixOS; Debian's elsewhere):
+                // chromedriver is found the same way, and the two must match.
+                "binary": chromium_binary(),
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-background-networking", "--disable-component-update",
@@ -241,4 +243,11 @@ async fn every_button_of_the_page_succeeds_against_the_running_stack() {
 
     drop(driver);
     blocking(move || drop(stack)).await;
+}
+
+/// Chromium as `find_binary` finds it (PATH first), Debian's path otherwise.
+fn chromium_binary() -> String {
+    switchboard_testkit::find_binary("chromium")
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }

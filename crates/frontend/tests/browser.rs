@@ -112,7 +112,9 @@ async fn browser() -> (Driver, Client) {
     let capabilities: serde_json::Map<String, Value> = serde_json::from_value(json!({
         "browserName": "chrome",
         "goog:chromeOptions": {
-            "binary": "/usr/bin/chromium",
+            // The Chromium on PATH (the dev shell's on NixOS; Debian's elsewhere):
+            // chromedriver is found the same way, and the two must match.
+            "binary": chromium_binary(),
             "args": [
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--no-first-run",
@@ -340,4 +342,11 @@ async fn an_unreachable_broker_shows_in_red() {
     assert_eq!(text(&client, "#received").await, "(no response)");
     client.close().await.expect("close the session");
     frontend.stop().await;
+}
+
+/// Chromium as `find_binary` finds it (PATH first), Debian's path otherwise.
+fn chromium_binary() -> String {
+    switchboard_testkit::find_binary("chromium")
+        .map(|path| path.display().to_string())
+        .unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }
