@@ -48,7 +48,7 @@ rustPlatform.buildRustPackage {
     PROTOC = lib.getExe' protobuf "protoc";
     # The build sandbox has no PostgreSQL, RabbitMQ, MongoDB or MailHog: the
     # test harness skips the tests that need them, each with a `skipping:`
-    # line (they run in the VM tests and in the project's own test command).
+    # line (they run in the project's own test command, scripts/test).
     SWITCHBOARD_SKIP_SERVER_TESTS = "1";
   };
 
