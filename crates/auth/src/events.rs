@@ -34,11 +34,11 @@ use crate::domain::Email;
 use crate::settings;
 
 /// The routing key of login events (wire contract).
-pub const ROUTING_KEY: &str = "log.INFO";
+pub const ROUTING_KEY: &str = switchboard_wire::events::ROUTING_KEY_INFO;
 /// The `name` of login log entries (wire contract).
 pub const EVENT_NAME: &str = "authentication";
 /// AMQP header carrying the id of the request that logged in.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use switchboard_wire::REQUEST_ID_HEADER;
 
 /// Events published per round trip of confirms.
 const BATCH: usize = 64;

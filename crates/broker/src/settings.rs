@@ -112,7 +112,7 @@ impl Default for Events {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             amqp_password_file: None,
-            exchange: "logs_topic".to_owned(),
+            exchange: switchboard_wire::events::DEFAULT_EXCHANGE.to_owned(),
         }
     }
 }

@@ -36,7 +36,7 @@ use switchboard_wire::{InvalidLogEntry, LogEntry, LogLimits};
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The AMQP header that carries a request id from producer to logger.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use switchboard_wire::REQUEST_ID_HEADER;
 
 /// A delivery that can be forwarded: the entry and the request id to pass on.
 #[derive(Debug, Clone, PartialEq, Eq)]

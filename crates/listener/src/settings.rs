@@ -66,7 +66,7 @@ impl Default for Amqp {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             password_file: None,
-            exchange: "logs_topic".to_owned(),
+            exchange: switchboard_wire::events::DEFAULT_EXCHANGE.to_owned(),
             queue: "logs".to_owned(),
             prefetch: 256,
             delivery_limit: 10,

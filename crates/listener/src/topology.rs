@@ -19,7 +19,7 @@ use lapin::{Channel, Connection, ErrorKind, ExchangeKind};
 use crate::settings::Amqp;
 
 /// The routing keys of the wire contract.
-pub const ROUTING_KEYS: [&str; 3] = ["log.INFO", "log.WARNING", "log.ERROR"];
+pub use switchboard_wire::events::ROUTING_KEYS;
 
 /// Which kind of queue the listener consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,8 +23,8 @@ use tower_http::request_id::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-/// The header that carries a request's id across every hop.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// The header that carries a request's id across every hop (the wire's).
+pub use switchboard_wire::REQUEST_ID_HEADER;
 
 /// The reply envelope of every JSON endpoint (wire contract).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]

@@ -28,7 +28,7 @@ use crate::error::{Downstream, DownstreamError, error_chain};
 
 const DOWNSTREAM: Downstream = Downstream::Amqp;
 /// The routing key of the original's `log.INFO` events.
-pub const ROUTING_KEY: &str = "log.INFO";
+pub const ROUTING_KEY: &str = switchboard_wire::events::ROUTING_KEY_INFO;
 /// The longest pause between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
