@@ -14,10 +14,8 @@ pub mod settings;
 pub mod store;
 pub mod throttle;
 
-use std::time::Duration;
-
 use switchboard_runtime::amqp::{AmqpEndpoint, AmqpUrlError};
-use switchboard_runtime::{Shutdown, lifecycle};
+use switchboard_runtime::{Shutdown, lifecycle, wait};
 use tokio::net::TcpListener;
 
 use crate::api::AppState;
@@ -48,10 +46,6 @@ pub enum Error {
     Serve(#[source] std::io::Error),
 }
 
-/// Delays between attempts to reach PostgreSQL at start-up.
-const DATABASE_RETRY_MIN: Duration = Duration::from_millis(200);
-const DATABASE_RETRY_MAX: Duration = Duration::from_secs(5);
-
 /// Runs the service until `shutdown` fires, then drains in-flight requests,
 /// gives queued login events a last chance to reach RabbitMQ, and returns.
 ///
@@ -74,7 +68,8 @@ pub async fn run(
     let hasher = PasswordHasher::new(settings.security.bcrypt_cost).await?;
     let store = UserStore::connect_lazy(&settings.database)?;
     let throttle = LoginThrottle::new(store.pool().clone(), &settings.throttle)?;
-    if !wait_for_database(&store, &shutdown).await {
+    let answered = wait::until_ready("PostgreSQL", &shutdown, || store.check_connection()).await;
+    if answered.is_none() {
         return Ok(());
     }
     lifecycle::status("migrating the database");
@@ -118,38 +113,4 @@ pub async fn run(
     }
     store.close().await;
     served.map_err(Error::Serve)
-}
-
-/// Pings PostgreSQL until it answers (true) or shutdown is requested (false).
-async fn wait_for_database(store: &UserStore, shutdown: &Shutdown) -> bool {
-    let mut delay = DATABASE_RETRY_MIN;
-    let mut attempts = 0u32;
-    loop {
-        let ping = tokio::select! {
-            result = store.check_connection() => result,
-            () = shutdown.requested() => return false,
-        };
-        match ping {
-            Ok(()) => {
-                if attempts > 0 {
-                    tracing::info!(attempts, "PostgreSQL answers");
-                }
-                return true;
-            }
-            Err(err) => {
-                attempts += 1;
-                // Every attempt in the journal would drown it; the first and
-                // then every tenth say enough, the status line has the latest.
-                if attempts == 1 || attempts.is_multiple_of(10) {
-                    tracing::warn!(error = %err, attempts, "waiting for PostgreSQL");
-                }
-                lifecycle::status(&format!("waiting for PostgreSQL: {err}"));
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = shutdown.requested() => return false,
-        }
-        delay = (delay * 2).min(DATABASE_RETRY_MAX);
-    }
 }

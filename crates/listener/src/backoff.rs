@@ -1,5 +1,5 @@
-//! Capped exponential backoff with jitter, and the circuit breaker that keeps
-//! a logger outage from turning into a redelivery storm.
+//! The circuit breaker that keeps a logger outage from turning into a
+//! redelivery storm (its delays: the runtime's [`Backoff`]).
 //!
 //! # Why a breaker and not just a delay per message
 //!
@@ -20,56 +20,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub use switchboard_runtime::backoff::Backoff;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-
-/// Exponential delays `initial, 2·initial, …` up to `max`, each with ±20 %
-/// jitter so several listeners do not retry in lockstep.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            initial,
-            max,
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next attempt; each call doubles the following one.
-    pub fn next_delay(&mut self) -> Duration {
-        let base = self
-            .initial
-            .saturating_mul(2u32.saturating_pow(self.attempt.min(31)))
-            .min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        jitter(base)
-    }
-
-    /// Back to `initial` after a success.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// `delay` scaled by a random factor in [0.8, 1.2).
-fn jitter(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    let permille = 800 + hasher.finish() % 400;
-    delay.saturating_mul(u32::try_from(permille).unwrap_or(1000)) / 1000
-}
 
 /// How a delivery got through the gate; reported back with the outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,22 +212,6 @@ impl Drop for Ticket {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delays_double_up_to_the_cap_with_bounded_jitter() {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let delays: Vec<Duration> = (0..8).map(|_| backoff.next_delay()).collect();
-        let expected = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
-        for (delay, base) in delays.iter().zip(expected) {
-            let base = Duration::from_millis(base);
-            assert!(
-                *delay >= base * 8 / 10 && *delay < base * 12 / 10,
-                "{delay:?} vs {base:?}"
-            );
-        }
-        backoff.reset();
-        assert!(backoff.next_delay() < Duration::from_millis(120));
-    }
 
     fn breaker(initial_secs: u64) -> Arc<Breaker> {
         Arc::new(Breaker::new(Backoff::new(

@@ -16,11 +16,10 @@ pub mod settings;
 pub mod store;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use switchboard_runtime::{Shutdown, lifecycle};
+use switchboard_runtime::{Shutdown, lifecycle, wait};
 
 pub use settings::Settings;
 
@@ -58,9 +57,20 @@ pub async fn run(
     let store = Store::new(&settings.mongodb)
         .await
         .map_err(Error::MongoUrl)?;
-    if !prepare_store(&store, &settings, &shutdown).await {
+    // Ready once MongoDB answers and the indexes exist.
+    let prepared = wait::until_ready("MongoDB", &shutdown, || async {
+        store.ping().await?;
+        let kind = store.server_kind().await?;
+        store
+            .prepare(settings.mongodb.retention_days, &kind)
+            .await
+            .map(|()| kind)
+    })
+    .await;
+    let Some(kind) = prepared else {
         return Ok(()); // shut down before the store ever answered
-    }
+    };
+    tracing::info!(?kind, database = %settings.mongodb.database, collection = %settings.mongodb.collection, "log store ready");
 
     let health = Arc::new(Health::default());
     let (writer, writers) = batch::start(
@@ -136,42 +146,4 @@ fn stop_all_on_error(shutdown: &Shutdown, result: Result<(), Error>) -> Result<(
         shutdown.trigger();
     }
     result
-}
-
-/// Waits until MongoDB answers and the indexes exist, retrying with backoff
-/// and saying why in the unit's status line. `false` if shutdown came first.
-async fn prepare_store(store: &Store, settings: &Settings, shutdown: &Shutdown) -> bool {
-    let mut delay = Duration::from_millis(100);
-    let mut attempt: u32 = 0;
-    loop {
-        attempt += 1;
-        let prepared = async {
-            store.ping().await?;
-            let kind = store.server_kind().await?;
-            store
-                .prepare(settings.mongodb.retention_days, &kind)
-                .await
-                .map(|()| kind)
-        };
-        let outcome = tokio::select! {
-            outcome = prepared => outcome,
-            () = shutdown.requested() => return false,
-        };
-        match outcome {
-            Ok(kind) => {
-                tracing::info!(?kind, database = %settings.mongodb.database, collection = %settings.mongodb.collection, "log store ready");
-                return true;
-            }
-            Err(err) => {
-                let status = format!("waiting for MongoDB (attempt {attempt}): {err}");
-                tracing::warn!("{status}");
-                lifecycle::status(&status);
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = shutdown.requested() => return false,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-    }
 }

@@ -16,7 +16,6 @@ pub mod smtp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -25,7 +24,7 @@ use axum::response::Response;
 use axum::routing::post;
 use lettre::message::Mailbox;
 use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply, request_id};
-use switchboard_runtime::{Shutdown, lifecycle};
+use switchboard_runtime::{Shutdown, lifecycle, wait};
 use tokio::net::TcpListener;
 
 use crate::message::{Outgoing, SendRequest, ValidMailbox};
@@ -76,9 +75,13 @@ pub async fn run(
     let default_sender = default_sender(&settings)?;
     let mailer = Mailer::new(&settings.smtp, password)?;
 
-    if !wait_for_smtp(&mailer, &shutdown).await {
+    if wait::until_ready("the SMTP server", &shutdown, || mailer.test_connection())
+        .await
+        .is_none()
+    {
         return Ok(());
     }
+    tracing::info!(server = %mailer.server(), "SMTP server answers");
 
     let state = Arc::new(AppState {
         mailer,
@@ -151,36 +154,6 @@ fn default_sender(settings: &Settings) -> Result<ValidMailbox, Error> {
         Mailbox::new(Some(name.to_owned()), address).to_string()
     };
     ValidMailbox::parse("sender", &formatted).map_err(|err| Error::DefaultSender(err.to_string()))
-}
-
-/// Tests the SMTP connection until it answers, backing off up to 5 s between
-/// attempts and saying why in the unit's status line. `false` if shutdown
-/// came first.
-async fn wait_for_smtp(mailer: &Mailer, shutdown: &Shutdown) -> bool {
-    let mut delay = Duration::from_millis(100);
-    let mut attempt: u32 = 1;
-    loop {
-        let outcome = tokio::select! {
-            outcome = mailer.test_connection() => outcome,
-            () = shutdown.requested() => return false,
-        };
-        match outcome {
-            Ok(()) => {
-                tracing::info!(server = %mailer.server(), attempt, "SMTP server answers");
-                return true;
-            }
-            Err(err) => {
-                tracing::warn!(error = %err, attempt, retry_in = ?delay, "waiting for the SMTP server");
-                lifecycle::status(&format!("waiting for the SMTP server: {err}"));
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(delay) => {}
-            () = shutdown.requested() => return false,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
-        attempt = attempt.saturating_add(1);
-    }
 }
 
 /// `POST /send`.

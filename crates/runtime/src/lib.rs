@@ -10,6 +10,7 @@
 //! it took from [`listen::Listeners`].
 
 pub mod amqp;
+pub mod backoff;
 pub mod config;
 mod connection;
 pub mod credentials;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod listen;
 pub mod service;
 pub mod telemetry;
+pub mod wait;
 
 pub use config::{ConfigError, RuntimeSettings};
 pub use lifecycle::Shutdown;
