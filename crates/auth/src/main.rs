@@ -7,8 +7,7 @@ use clap::Parser;
 use switchboard_auth::cli::{self, Command, UserCommand};
 use switchboard_auth::{Listeners, Settings, run};
 use switchboard_runtime::config::{self, LogTarget, Sources};
-use switchboard_runtime::lifecycle;
-use switchboard_runtime::service::{ConfigArg, Service, exit_with};
+use switchboard_runtime::service::{ConfigArg, Fatal, Service, exit_with};
 
 const SERVICE: &str = "auth";
 
@@ -42,29 +41,22 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: &ConfigArg) -> ExitCode {
-    let mut service = match Service::<Settings>::start(SERVICE, config) {
-        Ok(service) => service,
-        Err(err) => return exit_with(Err(err)),
-    };
-    let settings = service.settings.clone();
-    let http = match service.listeners.tcp("http", settings.listen.http).await {
-        Ok(listener) => listener,
-        Err(err) => return exit_with(Err(err)),
-    };
+    exit_with(start(config).await)
+}
+
+async fn start(config: &ConfigArg) -> Result<(), Fatal> {
+    let mut service = Service::<Settings>::start(SERVICE, config)?;
+    let http = service
+        .listeners
+        .tcp("http", service.settings.listen.http)
+        .await?;
     service.warn_unclaimed_sockets();
-    let shutdown = service.shutdown.clone();
-    let drained = lifecycle::drain_within(
-        &shutdown,
-        settings.runtime.shutdown_timeout(),
-        run(settings.clone(), Listeners { http }, shutdown.clone()),
-    )
-    .await;
-    match drained {
-        Ok(result) => exit_with(result),
-        Err(()) => exit_with(Err(
-            "shutdown did not finish within runtime.shutdown_timeout_ms",
-        )),
-    }
+    let work = run(
+        service.settings.clone(),
+        Listeners { http },
+        service.shutdown.clone(),
+    );
+    service.run_until_drained(work, "in-flight requests").await
 }
 
 async fn administer(config: &ConfigArg, command: Command) -> ExitCode {

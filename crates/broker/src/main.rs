@@ -3,8 +3,7 @@
 
 use clap::Parser;
 use switchboard_broker::{BrokerListeners, Settings, run};
-use switchboard_runtime::lifecycle;
-use switchboard_runtime::service::{self, ConfigArg, Service};
+use switchboard_runtime::service::{self, ConfigArg, Fatal, Service};
 
 /// The Switchboard API gateway.
 #[derive(Debug, Parser)]
@@ -17,23 +16,20 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    service::exit_with(start(cli).await)
+    service::exit_with(start(&cli).await)
 }
 
-async fn start(cli: Cli) -> Result<(), String> {
-    let mut service =
-        Service::<Settings>::start("broker", &cli.config).map_err(|err| err.to_string())?;
+async fn start(cli: &Cli) -> Result<(), Fatal> {
+    let mut service = Service::<Settings>::start("broker", &cli.config)?;
     let http = service
         .listeners
         .tcp("http", service.settings.listen.http)
-        .await
-        .map_err(|err| err.to_string())?;
+        .await?;
     service.warn_unclaimed_sockets();
-    let shutdown = service.shutdown.clone();
-    let timeout = service.settings.runtime.shutdown_timeout();
-    let work = run(service.settings, BrokerListeners { http }, shutdown.clone());
-    match lifecycle::drain_within(&shutdown, timeout, work).await {
-        Ok(result) => result.map_err(|err| err.to_string()),
-        Err(()) => Err("shutdown timed out with requests still in flight".to_owned()),
-    }
+    let work = run(
+        service.settings.clone(),
+        BrokerListeners { http },
+        service.shutdown.clone(),
+    );
+    service.run_until_drained(work, "in-flight requests").await
 }

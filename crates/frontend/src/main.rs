@@ -4,8 +4,7 @@
 use clap::Parser;
 use switchboard_frontend::settings::Settings;
 use switchboard_frontend::{FrontendListeners, run};
-use switchboard_runtime::lifecycle;
-use switchboard_runtime::service::{self, ConfigArg, Service};
+use switchboard_runtime::service::{self, ConfigArg, Fatal, Service};
 
 /// Serves the Switchboard test page.
 #[derive(Debug, Parser)]
@@ -18,34 +17,20 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    service::exit_with(serve(cli).await)
+    service::exit_with(start(&cli).await)
 }
 
-async fn serve(cli: Cli) -> Result<(), String> {
-    let mut service =
-        Service::<Settings>::start("frontend", &cli.config).map_err(|err| err.to_string())?;
-    let settings = service.settings.clone();
+async fn start(cli: &Cli) -> Result<(), Fatal> {
+    let mut service = Service::<Settings>::start("frontend", &cli.config)?;
     let http = service
         .listeners
-        .tcp("http", settings.listen.http)
-        .await
-        .map_err(|err| err.to_string())?;
+        .tcp("http", service.settings.listen.http)
+        .await?;
     service.warn_unclaimed_sockets();
-    let shutdown = service.shutdown.clone();
-    match lifecycle::drain_within(
-        &shutdown,
-        settings.runtime.shutdown_timeout(),
-        run(
-            settings.clone(),
-            FrontendListeners { http },
-            shutdown.clone(),
-        ),
-    )
-    .await
-    {
-        Ok(result) => result.map_err(|err| err.to_string()),
-        Err(()) => {
-            Err("in-flight requests did not finish within runtime.shutdown_timeout_ms".into())
-        }
-    }
+    let work = run(
+        service.settings.clone(),
+        FrontendListeners { http },
+        service.shutdown.clone(),
+    );
+    service.run_until_drained(work, "in-flight requests").await
 }

@@ -3,8 +3,7 @@
 
 use clap::Parser;
 use switchboard_listener::{Settings, run};
-use switchboard_runtime::lifecycle;
-use switchboard_runtime::service::{self, ConfigArg, Service};
+use switchboard_runtime::service::{self, ConfigArg, Fatal, Service};
 
 /// Consumes RabbitMQ's `logs_topic` events and stores them through the logger.
 #[derive(Debug, Parser)]
@@ -17,24 +16,15 @@ struct Cli {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let service = match Service::<Settings>::start("listener", &cli.config) {
-        Ok(service) => service,
-        Err(err) => return service::exit_with(Err(err)),
-    };
+    service::exit_with(start(&cli).await)
+}
+
+async fn start(cli: &Cli) -> Result<(), Fatal> {
+    let service = Service::<Settings>::start("listener", &cli.config)?;
     // The listener has no socket; anything passed in is a unit mistake.
     service.warn_unclaimed_sockets();
-    let Service {
-        settings, shutdown, ..
-    } = service;
-    let drain = settings.runtime.shutdown_timeout();
-    let result =
-        match lifecycle::drain_within(&shutdown, drain, run(settings, shutdown.clone())).await {
-            Ok(result) => result.map_err(|err| err.to_string()),
-            Err(()) => Err(
-                "deliveries were still in flight when the shutdown timeout ran out; \
-                        RabbitMQ redelivers them"
-                    .to_owned(),
-            ),
-        };
-    service::exit_with(result)
+    let work = run(service.settings.clone(), service.shutdown.clone());
+    service
+        .run_until_drained(work, "deliveries in flight (RabbitMQ redelivers them)")
+        .await
 }

@@ -2,8 +2,7 @@
 
 use clap::Parser;
 use switchboard_logger::{DoorListeners, Settings, run};
-use switchboard_runtime::lifecycle;
-use switchboard_runtime::service::{self, ConfigArg, Service};
+use switchboard_runtime::service::{self, ConfigArg, Fatal, Service};
 
 /// Switchboard's central log store: HTTP, RPC and gRPC doors in front of MongoDB.
 #[derive(Debug, Parser)]
@@ -19,7 +18,7 @@ async fn main() -> std::process::ExitCode {
     service::exit_with(start(&cli).await)
 }
 
-async fn start(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
+async fn start(cli: &Cli) -> Result<(), Fatal> {
     let mut service = Service::<Settings>::start("logger", &cli.config)?;
     let listen = service.settings.listen.clone();
     let listeners = DoorListeners {
@@ -28,18 +27,10 @@ async fn start(cli: &Cli) -> Result<(), Box<dyn std::error::Error>> {
         grpc: service.listeners.tcp("grpc", listen.grpc).await?,
     };
     service.warn_unclaimed_sockets();
-    let timeout = service.settings.runtime.shutdown_timeout();
-    let shutdown = service.shutdown.clone();
-    match lifecycle::drain_within(
-        &shutdown,
-        timeout,
-        run(service.settings, listeners, shutdown.clone()),
-    )
-    .await
-    {
-        Ok(result) => result.map_err(Into::into),
-        Err(()) => {
-            Err("in-flight requests did not finish within runtime.shutdown_timeout_ms".into())
-        }
-    }
+    let work = run(
+        service.settings.clone(),
+        listeners,
+        service.shutdown.clone(),
+    );
+    service.run_until_drained(work, "in-flight requests").await
 }

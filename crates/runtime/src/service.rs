@@ -78,7 +78,33 @@ impl<S: ServiceSettings> Service<S> {
             tracing::warn!(socket = %name, "a socket was passed in under a name this service does not use");
         }
     }
+
+    /// Runs the service's work (its library's `run`) to the end. Once
+    /// shutdown is requested it has `runtime.shutdown_timeout_ms` to drain;
+    /// beyond that the work is dropped and the error says so: "`unfinished`
+    /// did not finish within runtime.shutdown_timeout_ms".
+    pub async fn run_until_drained<E>(
+        &self,
+        work: impl Future<Output = Result<(), E>>,
+        unfinished: &str,
+    ) -> Result<(), Fatal>
+    where
+        E: Into<Fatal>,
+    {
+        let timeout = self.settings.runtime().shutdown_timeout();
+        match lifecycle::drain_within(&self.shutdown, timeout, work).await {
+            Ok(result) => result.map_err(Into::into),
+            Err(()) => Err(format!(
+                "{unfinished} did not finish within runtime.shutdown_timeout_ms"
+            )
+            .into()),
+        }
+    }
 }
+
+/// What a service binary's start-up and run fail with: any error, reported
+/// once by [`exit_with`].
+pub type Fatal = Box<dyn std::error::Error + Send + Sync>;
 
 /// How long connections accepted just before shutdown get to send their first
 /// request before they are closed. A client that connected an instant before
