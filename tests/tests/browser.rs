@@ -4,82 +4,16 @@
 //! reply for each, and the effects must land — log documents in the database
 //! (by every transport) and the mail in MailHog.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
-use switchboard_testkit::{free_port, servers_disabled};
+use switchboard_testkit::browser::Browser;
+use switchboard_testkit::servers_disabled;
 use switchboard_tests::{
     ServiceName, Stack, blocking, client, logs_named, stack_options, start_stack, wait_for_logs,
     with_logs,
 };
-
-/// chromedriver on a free port; killed on drop.
-struct Driver {
-    process: Child,
-    url: String,
-    profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-impl Driver {
-    async fn start() -> Driver {
-        let port = free_port();
-        let process = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "chromedriver not found (packages chromium, chromium-driver): run scripts/setup",
-            );
-        let driver = Driver {
-            process,
-            url: format!("http://127.0.0.1:{port}"),
-            profile: tempfile::tempdir().expect("browser profile folder"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "chromedriver did not listen on {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        driver
-    }
-
-    /// A headless Chromium session, flags as in SETUP-FACTS §6.
-    async fn session(&self) -> Client {
-        let capabilities: serde_json::Map<String, Value> = serde_json::from_value(json!({
-            "browserName": "chrome",
-            "goog:chromeOptions": {
-                // The Chromium on PATH (the dev shell's on NixOS; Debian's elsewhere):
-                // chromedriver is found the same way, and the two must match.
-                "binary": chromium_binary(),
-                "args": [
-                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--disable-background-networking", "--disable-component-update",
-                    "--disable-sync", "--no-first-run",
-                    format!("--user-data-dir={}", self.profile.path().display()),
-                ],
-            },
-        }))
-        .expect("capabilities");
-        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&self.url)
-            .await
-            .expect("a Chromium session through chromedriver")
-    }
-}
 
 /// What the page shows after a click: the Output entry's state (`ok`,
 /// `error`), the Received status line and the Received pane's JSON.
@@ -149,7 +83,7 @@ async fn every_button_of_the_page_succeeds_against_the_running_stack() {
     let stack: std::sync::Arc<Stack> =
         std::sync::Arc::new(blocking(|| start_stack(stack_options())).await);
     let http = client();
-    let driver = Driver::start().await;
+    let driver = Browser::start().await;
     let browser = driver.session().await;
     browser
         .goto(&stack.frontend_url())
@@ -243,11 +177,4 @@ async fn every_button_of_the_page_succeeds_against_the_running_stack() {
 
     drop(driver);
     blocking(move || drop(stack)).await;
-}
-
-/// Chromium as `find_binary` finds it (PATH first), Debian's path otherwise.
-fn chromium_binary() -> String {
-    switchboard_testkit::find_binary("chromium")
-        .map(|path| path.display().to_string())
-        .unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }

@@ -6,8 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{EventTap, TestService, credentials, seed_user, settings};
+use common::{TestService, credentials, seed_user, settings};
 use lapin::types::AMQPValue;
+use switchboard_testkit::amqp_tap::EventTap;
 
 #[tokio::test]
 async fn login_succeeds_and_publishes_a_persistent_event() {

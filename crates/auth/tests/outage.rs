@@ -7,7 +7,8 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{EventTap, credentials};
+use common::credentials;
+use switchboard_testkit::amqp_tap::EventTap;
 use switchboard_testkit::{Postgres, RabbitMq};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-auth");

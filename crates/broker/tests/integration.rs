@@ -333,7 +333,7 @@ async fn request_id_reaches_the_logger_on_every_transport() {
     }
     let stack = Stack::start(Options::default()).await;
     stack.wait_for_rabbitmq().await;
-    let tap = Tap::open(&stack.amqp_url).await;
+    let mut tap = switchboard_testkit::amqp_tap::EventTap::open(&stack.amqp_url, None).await;
     for (via, span, path) in [
         ("rpc", "rpc", None),
         ("grpc", "grpc", None),
@@ -369,7 +369,10 @@ async fn request_id_reaches_the_logger_on_every_transport() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    let delivery = tap.next().await;
+    let delivery = tap
+        .next(common::PATIENCE)
+        .await
+        .expect("a message within the patience");
     assert_eq!(delivery.routing_key.as_str(), "log.INFO");
     assert_eq!(
         serde_json::from_slice::<Value>(&delivery.data).expect("JSON body"),
@@ -398,84 +401,6 @@ async fn request_id_reaches_the_logger_on_every_transport() {
         ))
     );
     stack.stop().await;
-}
-
-/// An exclusive queue bound to `logs_topic` with `log.#`.
-struct Tap {
-    _connection: lapin::Connection,
-    consumer: lapin::Consumer,
-}
-
-impl Tap {
-    async fn open(amqp_url: &str) -> Tap {
-        use lapin::options::*;
-        use lapin::types::FieldTable;
-        let connection =
-            lapin::Connection::connect(amqp_url, lapin::ConnectionProperties::default())
-                .await
-                .expect("connect");
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                "logs_topic".into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange");
-        let queue = channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                "logs_topic".into(),
-                "log.#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "tap".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        Tap {
-            _connection: connection,
-            consumer,
-        }
-    }
-
-    async fn next(&self) -> lapin::message::Delivery {
-        use futures::StreamExt;
-        let mut consumer = self.consumer.clone();
-        tokio::time::timeout(common::PATIENCE, consumer.next())
-            .await
-            .expect("a message within the patience")
-            .expect("consumer open")
-            .expect("delivery")
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,8 +19,9 @@ use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
+use switchboard_testkit::browser::Browser;
 
 /// What the stand-in broker received: path and parsed body (`null` if empty).
 type Recorded = Arc<Mutex<Vec<(String, Value)>>>;
@@ -81,62 +81,10 @@ async fn start_broker() -> (String, Recorded) {
     (format!("http://{addr}"), recorded)
 }
 
-/// chromedriver on a free port, killed on drop.
-struct Driver {
-    process: Child,
-    url: String,
-    _profile: tempfile::TempDir,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.process.kill();
-        let _ = self.process.wait();
-    }
-}
-
-async fn browser() -> (Driver, Client) {
-    let port = switchboard_testkit::free_port();
-    let process = Command::new("chromedriver")
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("chromedriver not found (packages chromium, chromium-driver): run scripts/setup");
-    let profile = tempfile::tempdir().expect("profile dir");
-    let driver = Driver {
-        process,
-        url: format!("http://127.0.0.1:{port}"),
-        _profile: profile,
-    };
-    let capabilities: serde_json::Map<String, Value> = serde_json::from_value(json!({
-        "browserName": "chrome",
-        "goog:chromeOptions": {
-            // The Chromium on PATH (the dev shell's on NixOS; Debian's elsewhere):
-            // chromedriver is found the same way, and the two must match.
-            "binary": chromium_binary(),
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--no-first-run",
-                format!("--user-data-dir={}", driver._profile.path().display()),
-            ],
-        },
-    }))
-    .expect("capabilities");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let client = loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities.clone())
-            .connect(&driver.url)
-            .await
-        {
-            Ok(client) => break client,
-            Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("no WebDriver session: {err}"),
-        }
-    };
+/// chromedriver and a session on it; the driver lives as long as the pair.
+async fn browser() -> (Browser, Client) {
+    let driver = Browser::start().await;
+    let client = driver.session().await;
     (driver, client)
 }
 
@@ -342,11 +290,4 @@ async fn an_unreachable_broker_shows_in_red() {
     assert_eq!(text(&client, "#received").await, "(no response)");
     client.close().await.expect("close the session");
     frontend.stop().await;
-}
-
-/// Chromium as `find_binary` finds it (PATH first), Debian's path otherwise.
-fn chromium_binary() -> String {
-    switchboard_testkit::find_binary("chromium")
-        .map(|path| path.display().to_string())
-        .unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
 }

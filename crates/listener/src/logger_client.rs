@@ -7,12 +7,11 @@
 //! (requeue and back off).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_wire::LogEntry;
-use switchboard_wire::rpc::{LogRpcClient, RpcError};
-use tokio::sync::Mutex;
+use switchboard_wire::rpc::{RpcConnection, RpcError};
 
 use crate::settings::{Logger, LoggerVia};
 
@@ -41,29 +40,13 @@ pub struct LoggerClient {
 }
 
 enum Door {
-    Rpc(RpcDoor),
+    /// The shared connection (`switchboard_wire::rpc`), dialled on the first
+    /// event and replaced after it failed or timed out.
+    Rpc(RpcConnection),
     Http {
         client: reqwest::Client,
         log_url: String,
     },
-}
-
-/// The RPC connection is made lazily and replaced after it failed; the
-/// generation makes sure that many calls failing on one dead connection
-/// replace it once, not once each.
-struct RpcDoor {
-    addr: String,
-    current: Mutex<Connection>,
-    generation: std::sync::atomic::AtomicU64,
-}
-
-#[derive(Default)]
-struct Connection {
-    client: Option<(u64, LogRpcClient)>,
-    /// The last failed dial: callers that queued behind it fail with it
-    /// instead of dialling again one after another (with an unreachable
-    /// host, each dial would take the full timeout).
-    last_failure: Option<(Instant, ForwardError)>,
 }
 
 /// The body of `POST /log`.
@@ -86,11 +69,7 @@ impl LoggerClient {
     pub fn new(settings: &Logger) -> Result<Self, reqwest::Error> {
         let timeout = settings.timeout();
         let door = match settings.via {
-            LoggerVia::Rpc => Door::Rpc(RpcDoor {
-                addr: settings.rpc_addr.clone(),
-                current: Mutex::new(Connection::default()),
-                generation: std::sync::atomic::AtomicU64::new(0),
-            }),
+            LoggerVia::Rpc => Door::Rpc(RpcConnection::new(settings.rpc_addr.clone())),
             LoggerVia::Http => Door::Http {
                 client: reqwest::Client::builder()
                     .timeout(timeout)
@@ -112,7 +91,7 @@ impl LoggerClient {
         request_id: Option<&str>,
     ) -> Result<(), ForwardError> {
         match &*self.door {
-            Door::Rpc(door) => door.forward(entry, request_id, self.timeout).await,
+            Door::Rpc(connection) => forward_rpc(connection, entry, request_id, self.timeout).await,
             Door::Http { client, log_url } => {
                 forward_http(client, log_url, entry, request_id).await
             }
@@ -120,105 +99,41 @@ impl LoggerClient {
     }
 }
 
-impl RpcDoor {
-    async fn forward(
-        &self,
-        entry: &LogEntry,
-        request_id: Option<&str>,
-        timeout: Duration,
-    ) -> Result<(), ForwardError> {
-        let (generation, client) = self.client(timeout).await?;
-        let context = switchboard_wire::rpc::context(request_id, timeout);
-        // tarpc enforces the deadline itself; the outer bound only guards
-        // against a dispatch task that never answers at all.
-        let call = client.log_entry(context, entry.clone());
-        let outcome = tokio::time::timeout(timeout + Duration::from_millis(500), call).await;
-        match outcome {
-            Ok(Ok(Ok(_reply))) => Ok(()),
-            Ok(Ok(Err(err @ RpcError::Invalid(_)))) => Err(ForwardError::Refused(err.to_string())),
-            Ok(Ok(Err(RpcError::Conflict(message)))) => Err(ForwardError::Conflict(message)),
-            Ok(Ok(Err(RpcError::Unavailable(message)))) => Err(ForwardError::Unavailable(message)),
-            Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
-                // A connection that times out may be half-open; a fresh one
-                // costs one connect and rules that out.
-                self.discard(generation).await;
-                Err(ForwardError::Unavailable(format!(
-                    "no answer from {} within {timeout:?}",
-                    self.addr
-                )))
-            }
-            Ok(Err(err)) => {
-                self.discard(generation).await;
-                Err(ForwardError::Unavailable(format!(
-                    "RPC connection to {} failed: {err}",
-                    self.addr
-                )))
-            }
+async fn forward_rpc(
+    connection: &RpcConnection,
+    entry: &LogEntry,
+    request_id: Option<&str>,
+    timeout: Duration,
+) -> Result<(), ForwardError> {
+    let connected = connection
+        .get(timeout)
+        .await
+        .map_err(|err| ForwardError::Unavailable(err.to_string()))?;
+    let context = switchboard_wire::rpc::context(request_id, timeout);
+    // tarpc enforces the deadline itself; the outer bound only guards
+    // against a dispatch task that never answers at all.
+    let call = connected.client.log_entry(context, entry.clone());
+    let outcome = tokio::time::timeout(timeout + Duration::from_millis(500), call).await;
+    match outcome {
+        Ok(Ok(Ok(_reply))) => Ok(()),
+        Ok(Ok(Err(err @ RpcError::Invalid(_)))) => Err(ForwardError::Refused(err.to_string())),
+        Ok(Ok(Err(RpcError::Conflict(message)))) => Err(ForwardError::Conflict(message)),
+        Ok(Ok(Err(RpcError::Unavailable(message)))) => Err(ForwardError::Unavailable(message)),
+        Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
+            // A connection that times out may be half-open; a fresh one
+            // costs one connect and rules that out.
+            connection.discard(connected.generation);
+            Err(ForwardError::Unavailable(format!(
+                "no answer from {} within {timeout:?}",
+                connection.addr()
+            )))
         }
-    }
-
-    /// The current connection, dialling one if there is none. Callers queue
-    /// on the lock, so a burst of events dials once.
-    async fn client(&self, timeout: Duration) -> Result<(u64, LogRpcClient), ForwardError> {
-        let asked_at = Instant::now();
-        let mut current = self.current.lock().await;
-        if let Some((generation, client)) = current.client.as_ref() {
-            return Ok((*generation, client.clone()));
-        }
-        if let Some((failed_at, error)) = &current.last_failure
-            && *failed_at >= asked_at
-        {
-            return Err(error.clone());
-        }
-        let dialled = match tokio::time::timeout(timeout, self.dial()).await {
-            Ok(dialled) => dialled,
-            Err(_) => Err(ForwardError::Unavailable(format!(
-                "connecting to {} took longer than {timeout:?}",
-                self.addr
-            ))),
-        };
-        let client = match dialled {
-            Ok(client) => client,
-            Err(error) => {
-                current.last_failure = Some((Instant::now(), error.clone()));
-                return Err(error);
-            }
-        };
-        let generation = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(addr = %self.addr, "connected to the logger's RPC door");
-        current.client = Some((generation, client.clone()));
-        current.last_failure = None;
-        Ok((generation, client))
-    }
-
-    async fn dial(&self) -> Result<LogRpcClient, ForwardError> {
-        let unavailable =
-            |err: std::io::Error| ForwardError::Unavailable(format!("{}: {err}", self.addr));
-        let mut last_error = None;
-        for addr in tokio::net::lookup_host(self.addr.as_str())
-            .await
-            .map_err(unavailable)?
-        {
-            match switchboard_wire::rpc::connect(addr).await {
-                Ok(client) => return Ok(client),
-                Err(err) => last_error = Some(err),
-            }
-        }
-        Err(unavailable(last_error.unwrap_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no address")
-        })))
-    }
-
-    async fn discard(&self, failed_generation: u64) {
-        let mut current = self.current.lock().await;
-        if current
-            .client
-            .as_ref()
-            .is_some_and(|(generation, _)| *generation == failed_generation)
-        {
-            current.client = None;
+        Ok(Err(err)) => {
+            connection.discard(connected.generation);
+            Err(ForwardError::Unavailable(format!(
+                "RPC connection to {} failed: {err}",
+                connection.addr()
+            )))
         }
     }
 }

@@ -69,7 +69,11 @@
 //! a wait for the exit.
 
 pub mod activation;
+#[cfg(feature = "amqp")]
+pub mod amqp_tap;
 mod binary;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod error;
 mod mailhog;
 mod mongodb;

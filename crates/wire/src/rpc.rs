@@ -72,6 +72,145 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<LogRpcClient> {
     Ok(LogRpcClient::new(tarpc::client::Config::default(), transport(stream)).spawn())
 }
 
+/// A client connection that failed to open: the text names the address and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectError(pub String);
+
+/// A live client and the generation of its connection (see [`RpcConnection`]).
+#[derive(Clone)]
+pub struct Connected {
+    pub generation: u64,
+    pub client: LogRpcClient,
+}
+
+/// The one long-lived connection a client keeps to the logger's RPC door:
+/// opened on first use (the logger may start later: socket activation),
+/// shared by every call, and replaced only after a caller found it dead.
+///
+/// Generations make "replace it" safe under concurrency: many calls failing
+/// on one dead connection [`discard`](Self::discard) that generation, and
+/// the next [`get`](Self::get) dials once for all of them (callers queue on
+/// one lock). A dial that failed after a caller started waiting fails that
+/// caller too, instead of every queued caller dialling an unreachable host
+/// in turn, each for the full connect timeout.
+pub struct RpcConnection {
+    addr: String,
+    current: std::sync::RwLock<Option<Connected>>,
+    dialling: tokio::sync::Mutex<Option<(std::time::Instant, ConnectError)>>,
+    generations: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for RpcConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RpcConnection")
+            .field("addr", &self.addr)
+            .field("connected", &self.current().is_some())
+            .finish()
+    }
+}
+
+impl RpcConnection {
+    /// Dials nothing yet: `addr` is `host:port`, resolved at each dial.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            addr: addr.into(),
+            current: std::sync::RwLock::new(None),
+            dialling: tokio::sync::Mutex::new(None),
+            generations: std::sync::atomic::AtomicU64::new(1),
+        }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// The open connection, if there is one (never dials).
+    pub fn current(&self) -> Option<Connected> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The open connection, or a new one dialled within `connect_timeout`.
+    pub async fn get(
+        &self,
+        connect_timeout: std::time::Duration,
+    ) -> Result<Connected, ConnectError> {
+        if let Some(connected) = self.current() {
+            return Ok(connected);
+        }
+        let asked_at = std::time::Instant::now();
+        let mut last_failure = self.dialling.lock().await;
+        if let Some(connected) = self.current() {
+            return Ok(connected);
+        }
+        if let Some((failed_at, error)) = last_failure.as_ref()
+            && *failed_at >= asked_at
+        {
+            return Err(error.clone());
+        }
+        let dialled = tokio::time::timeout(connect_timeout, self.dial())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ConnectError(format!(
+                    "connecting to {} took longer than {connect_timeout:?}",
+                    self.addr
+                )))
+            });
+        match dialled {
+            Ok(client) => {
+                let generation = self
+                    .generations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let connected = Connected { generation, client };
+                *self
+                    .current
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(connected.clone());
+                *last_failure = None;
+                tracing::info!(addr = %self.addr, generation, "connected to the logger's RPC door");
+                Ok(connected)
+            }
+            Err(error) => {
+                *last_failure = Some((std::time::Instant::now(), error.clone()));
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets the connection of `generation` (a call found it dead, or it
+    /// timed out and may be half-open), unless another caller already
+    /// replaced it.
+    pub fn discard(&self, generation: u64) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current
+            .as_ref()
+            .is_some_and(|connected| connected.generation == generation)
+        {
+            *current = None;
+        }
+    }
+
+    async fn dial(&self) -> Result<LogRpcClient, ConnectError> {
+        let addrs = tokio::net::lookup_host(self.addr.as_str())
+            .await
+            .map_err(|err| ConnectError(format!("cannot resolve {}: {err}", self.addr)))?;
+        let mut last_error = format!("{} resolves to no address", self.addr);
+        for addr in addrs {
+            match connect(addr).await {
+                Ok(client) => return Ok(client),
+                Err(err) => last_error = format!("cannot connect to {addr}: {err}"),
+            }
+        }
+        Err(ConnectError(last_error))
+    }
+}
+
 /// A call context whose deadline is `timeout` from now and whose trace id
 /// carries the request id, so the logger can log the same id as the broker.
 pub fn context(request_id: Option<&str>, timeout: std::time::Duration) -> tarpc::context::Context {

@@ -6,12 +6,6 @@
 
 use std::time::Duration;
 
-use futures::StreamExt;
-use lapin::options::{
-    BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, Consumer};
 use switchboard_auth::domain::{Email, Name, Password};
 use switchboard_auth::hashing::PasswordHasher;
 use switchboard_auth::settings::Settings;
@@ -138,89 +132,4 @@ pub async fn seed_user(store: &UserStore, email: &str, password: &str, active: b
         store.add(&user).await.expect("add"),
         Added::Created(_)
     ));
-}
-
-/// A consumer on a queue bound to `logs_topic` with `log.#`: exclusive and
-/// server-named unless `durable_name` is given (a durable queue survives a
-/// broker restart).
-pub struct EventTap {
-    pub connection: Connection,
-    pub consumer: Consumer,
-}
-
-impl EventTap {
-    pub async fn open(amqp_url: &str, durable_name: Option<&str>) -> Self {
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-            .await
-            .expect("connect to rabbitmq");
-        let channel = connection.create_channel().await.expect("channel");
-        // Same arguments as the service: declaring twice is harmless, and the
-        // binding needs the exchange now.
-        channel
-            .exchange_declare(
-                "logs_topic".into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        let options = match durable_name {
-            Some(_) => QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            None => QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-        };
-        let queue = channel
-            .queue_declare(
-                durable_name.unwrap_or("").into(),
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                "logs_topic".into(),
-                "log.#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
-        let consumer = channel
-            .basic_consume(
-                queue.name().clone(),
-                "auth-test".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        Self {
-            connection,
-            consumer,
-        }
-    }
-
-    /// The next delivery, or None after `wait`.
-    pub async fn next(&mut self, wait: Duration) -> Option<lapin::message::Delivery> {
-        match tokio::time::timeout(wait, self.consumer.next()).await {
-            Ok(Some(Ok(delivery))) => Some(delivery),
-            Ok(Some(Err(err))) => panic!("consumer failed: {err}"),
-            Ok(None) | Err(_) => None,
-        }
-    }
 }

@@ -6,11 +6,12 @@
 //! 502. Retrying is safe because every entry carries an idempotency id the
 //! logger stores once.
 
-use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use switchboard_wire::LogEntry;
-use switchboard_wire::rpc::{self, LogRpcClient, RpcError as LoggerError};
+use switchboard_wire::rpc::{
+    self, Connected, LogRpcClient, RpcConnection, RpcError as LoggerError,
+};
 use tarpc::client::RpcError;
 use tokio::time::Instant;
 
@@ -18,28 +19,11 @@ use crate::error::{Downstream, DownstreamError, error_chain};
 
 const DOWNSTREAM: Downstream = Downstream::LoggerRpc;
 
-#[derive(Clone)]
-struct Connected {
-    generation: u64,
-    client: LogRpcClient,
-}
-
 /// The long-lived RPC client to the logger.
+#[derive(Debug)]
 pub struct RpcLogger {
-    addr: String,
+    connection: RpcConnection,
     timeout: Duration,
-    current: RwLock<Option<Connected>>,
-    /// Serializes reconnects so a burst of failing requests opens one connection.
-    reconnect: tokio::sync::Mutex<u64>,
-}
-
-impl std::fmt::Debug for RpcLogger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RpcLogger")
-            .field("addr", &self.addr)
-            .field("connected", &self.snapshot().is_some())
-            .finish()
-    }
 }
 
 /// What one attempt of a call came to.
@@ -54,31 +38,22 @@ impl RpcLogger {
     /// (socket activation), the first request (or [`Self::connect_in_background`]) connects.
     pub fn new(addr: String, timeout: Duration) -> Self {
         Self {
-            addr,
+            connection: RpcConnection::new(addr),
             timeout,
-            current: RwLock::new(None),
-            reconnect: tokio::sync::Mutex::new(0),
         }
     }
 
     pub fn address(&self) -> &str {
-        &self.addr
+        self.connection.addr()
     }
 
     /// Opens the connection now if possible, so the first request finds it ready.
     pub async fn warm_up(&self) {
-        if self.snapshot().is_none()
-            && let Err(err) = self.reconnect_after(None).await
+        if self.connection.current().is_none()
+            && let Err(err) = self.connection.get(self.timeout).await
         {
             tracing::info!(error = %err, "logger RPC not reachable yet; will connect on first use");
         }
-    }
-
-    fn snapshot(&self) -> Option<Connected> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
     }
 
     /// Stores `entry` through the logger's RPC door.
@@ -89,10 +64,7 @@ impl RpcLogger {
     ) -> Result<(), DownstreamError> {
         let deadline = Instant::now() + self.timeout;
         let work = async {
-            let mut connected = match self.snapshot() {
-                Some(connected) => connected,
-                None => self.reconnect_after(None).await?,
-            };
+            let mut connected = self.connect().await?;
             for attempt in 0..2 {
                 match self
                     .call(&connected.client, &entry, request_id, deadline)
@@ -101,7 +73,8 @@ impl RpcLogger {
                     Attempt::Done(result) => return result,
                     Attempt::Disconnected(why) if attempt == 0 => {
                         tracing::info!(reason = %why, "logger RPC connection lost; reconnecting");
-                        connected = self.reconnect_after(Some(connected.generation)).await?;
+                        self.connection.discard(connected.generation);
+                        connected = self.connect().await?;
                     }
                     Attempt::Disconnected(why) => {
                         return Err(DownstreamError::unreachable(
@@ -156,49 +129,18 @@ impl RpcLogger {
         }
     }
 
-    /// Replaces the connection of generation `failed` (or the missing one) with
-    /// a new connection, unless another request already did.
-    async fn reconnect_after(&self, failed: Option<u64>) -> Result<Connected, DownstreamError> {
-        let mut generation = self.reconnect.lock().await;
-        if let Some(current) = self.snapshot()
-            && Some(current.generation) != failed
-        {
-            return Ok(current);
-        }
-        let client = self.connect().await?;
-        *generation += 1;
-        let connected = Connected {
-            generation: *generation,
-            client,
-        };
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(connected.clone());
-        tracing::info!(addr = %self.addr, generation = *generation, "connected to the logger's RPC door");
-        Ok(connected)
-    }
-
-    async fn connect(&self) -> Result<LogRpcClient, DownstreamError> {
-        let addrs: Vec<_> = tokio::net::lookup_host(&self.addr)
+    /// The shared connection, dialled if there is none (a dead one was
+    /// discarded first): concurrent requests share one dial.
+    async fn connect(&self) -> Result<Connected, DownstreamError> {
+        self.connection
+            .get(self.timeout)
             .await
-            .map_err(|err| {
-                DownstreamError::unreachable(
-                    DOWNSTREAM,
-                    format!("cannot resolve {}: {err}", self.addr),
-                )
-            })?
-            .collect();
-        let mut last_error = format!("{} resolves to no address", self.addr);
-        for addr in addrs {
-            match rpc::connect(addr).await {
-                Ok(client) => return Ok(client),
-                Err(err) => last_error = format!("cannot connect to {addr}: {err}"),
-            }
-        }
-        Err(DownstreamError::unreachable(DOWNSTREAM, last_error))
+            .map_err(|err| DownstreamError::unreachable(DOWNSTREAM, err.to_string()))
     }
 
     /// Whether the logger's RPC door answers a TCP connect within `within`
     /// (without disturbing the shared connection).
     pub async fn probe(&self, within: Duration) -> Result<(), String> {
-        super::probe_tcp(&self.addr, within).await
+        super::probe_tcp(self.connection.addr(), within).await
     }
 }
