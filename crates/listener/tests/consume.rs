@@ -11,12 +11,13 @@ use mongodb::bson::doc;
 use switchboard_listener::settings::LoggerVia;
 
 async fn events_with_each_routing_key_are_stored(via: LoggerVia) {
-    init_tracing();
-    let (amqp_url, vhost) = fresh_vhost();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(&amqp_url, logger.rpc, logger.http, via));
-    wait_until_consuming(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let Rig {
+        amqp_url,
+        vhost,
+        mut logger,
+        listener,
+        publisher,
+    } = Rig::start(via).await;
     let name = event_name("routed");
     let keys = ["log.INFO", "log.WARNING", "log.ERROR"];
     for key in keys {
@@ -190,17 +191,13 @@ async fn malformed_messages_are_dead_lettered_at_once() {
     if switchboard_testkit::servers_disabled() {
         return;
     }
-    init_tracing();
-    let (amqp_url, _) = fresh_vhost();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let Rig {
+        amqp_url,
+        vhost: _,
+        mut logger,
+        listener,
+        publisher,
+    } = Rig::start(LoggerVia::Rpc).await;
     let name = event_name("good");
     let too_large = format!(
         r#"{{"name":"big","data":"{}"}}"#,
@@ -316,17 +313,13 @@ async fn identical_events_without_message_id_are_all_stored() {
     if switchboard_testkit::servers_disabled() {
         return;
     }
-    init_tracing();
-    let (amqp_url, _) = fresh_vhost();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let Rig {
+        amqp_url: _,
+        vhost: _,
+        mut logger,
+        listener,
+        publisher,
+    } = Rig::start(LoggerVia::Rpc).await;
     let name = event_name("click");
     let body = serde_json::json!({ "name": name, "data": "Some kind of data" }).to_string();
     publisher.publish("log.INFO", body.as_bytes(), None).await;

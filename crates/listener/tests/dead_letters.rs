@@ -13,12 +13,13 @@ use switchboard_listener::settings::LoggerVia;
 /// a duplicate would too. It is dead-lettered with the reason; a true
 /// redelivery (same content) is still acknowledged as stored.
 async fn a_reused_id_is_dead_lettered_as_a_conflict(via: LoggerVia) {
-    init_tracing();
-    let (amqp_url, _) = fresh_vhost();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(&amqp_url, logger.rpc, logger.http, via));
-    wait_until_consuming(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let Rig {
+        amqp_url,
+        vhost: _,
+        mut logger,
+        listener,
+        publisher,
+    } = Rig::start(via).await;
     let name = event_name("reused");
     let id = format!("{name}-order-42-shipped");
     publisher.event("log.INFO", &name, "first", &id).await;

@@ -472,3 +472,32 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// What most tests start with: a fresh vhost, the logger on the shared
+/// MongoDB, the listener forwarding `via` and consuming, and a publisher on
+/// `logs_topic`.
+pub struct Rig {
+    pub amqp_url: String,
+    pub vhost: String,
+    pub logger: Logger,
+    pub listener: Listener,
+    pub publisher: Publisher,
+}
+
+impl Rig {
+    pub async fn start(via: LoggerVia) -> Rig {
+        init_tracing();
+        let (amqp_url, vhost) = fresh_vhost();
+        let logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+        let listener = Listener::spawn(listener_settings(&amqp_url, logger.rpc, logger.http, via));
+        wait_until_consuming(&amqp_url).await;
+        let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+        Rig {
+            amqp_url,
+            vhost,
+            logger,
+            listener,
+            publisher,
+        }
+    }
+}
