@@ -2,14 +2,12 @@
 //! wait for RabbitMQ.
 //!
 //! A login hands its event to a bounded in-memory queue ([`Events::submit`]
-//! never blocks). One background task owns the one long-lived AMQP connection
-//! and channel: it publishes queued events with publisher confirms and removes
-//! an event only once RabbitMQ confirmed it. Connection loss is first left to
-//! lapin's automatic recovery (which replays the exchange declaration and the
-//! confirm mode); when that gives up, the task reconnects by itself with backoff
-//! and declares the exchange again. Events that were in flight when the
-//! connection broke are published again; their `message_id` stays the same, so
-//! consumers can drop the duplicate.
+//! never blocks). One background task publishes queued events with publisher
+//! confirms on the runtime's [`ConfirmChannel`] (one long-lived connection,
+//! lapin's recovery first, then reconnects with back-off by its supervisor)
+//! and removes an event only once RabbitMQ confirmed it. Events that were in
+//! flight when the connection broke are published again; their `message_id`
+//! stays the same, so consumers can drop the duplicate.
 //!
 //! While RabbitMQ is unreachable, every waiting event is written to the
 //! service's log (warn, with its fields), and events beyond the queue bound are
@@ -20,18 +18,24 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use serde::Serialize;
 use switchboard_runtime::Shutdown;
-use switchboard_runtime::amqp::AmqpEndpoint;
+use switchboard_runtime::amqp::link::Message;
+use switchboard_runtime::amqp::{
+    AmqpEndpoint, ConfirmChannel, Connector, Link, LinkError, Outcome,
+};
+use switchboard_runtime::backoff::Backoff;
 use time::OffsetDateTime;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 use crate::domain::Email;
 use crate::settings;
+
+/// The publisher's view of RabbitMQ, for logs and `/readyz`.
+pub use switchboard_runtime::amqp::LinkState as AmqpState;
 
 /// The routing key of login events (wire contract).
 pub const ROUTING_KEY: &str = switchboard_wire::events::ROUTING_KEY_INFO;
@@ -42,16 +46,11 @@ pub use switchboard_wire::REQUEST_ID_HEADER;
 
 /// Events published per round trip of confirms.
 const BATCH: usize = 64;
-/// How often an idle publisher looks at its connection's health.
+/// How often a waiting publisher looks again without being woken.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Reconnect delays of the publisher's own loop.
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// lapin's own recovery: a few quick attempts; longer outages are the
-/// publisher loop's job, whose state the readiness endpoint reports.
-const LAPIN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LAPIN_BACKOFF_MAX: Duration = Duration::from_secs(1);
-const LAPIN_RETRIES: usize = 4;
+/// Delays after RabbitMQ refused events or the connection had to be rebuilt.
+const RETRY_MIN: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// One successful login, as published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,35 +115,12 @@ impl LoginEvent {
     }
 }
 
-/// The publisher's view of RabbitMQ, for logs and `/readyz`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AmqpState {
-    /// The first connection attempt is under way.
-    Connecting,
-    Connected,
-    /// RabbitMQ cannot be reached (or refused us); events wait in memory.
-    Unreachable(String),
-    /// The publisher has shut down.
-    Stopped,
-}
-
-impl fmt::Display for AmqpState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Connecting => f.write_str("connecting"),
-            Self::Connected => f.write_str("connected"),
-            Self::Unreachable(why) => write!(f, "unreachable ({why})"),
-            Self::Stopped => f.write_str("stopped"),
-        }
-    }
-}
-
 /// State shared by the request handlers and the publisher task.
 struct Shared {
     pending: Mutex<VecDeque<LoginEvent>>,
     capacity: usize,
     wake: Notify,
-    state: Mutex<AmqpState>,
+    channel: Arc<ConfirmChannel>,
     exchange: String,
 }
 
@@ -156,17 +132,14 @@ impl Shared {
     }
 
     fn state(&self) -> AmqpState {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.channel.state()
     }
 
-    /// Records a new state; on the way into an outage every waiting event is
-    /// logged, so each one is in the log at least once per outage.
-    fn set_state(&self, new: AmqpState) {
-        let old = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *state, new.clone())
-        };
-        match (&old, &new) {
+    /// Logs a change of the channel's state; on the way into an outage every
+    /// waiting event is logged, so each one is in the log at least once per
+    /// outage.
+    fn state_changed(&self, old: &AmqpState, new: &AmqpState) {
+        match (old, new) {
             (AmqpState::Unreachable(_), AmqpState::Unreachable(_)) => {}
             (_, AmqpState::Unreachable(why)) => {
                 tracing::warn!(reason = %why, "RabbitMQ is unreachable; login events are kept in memory and retried");
@@ -179,9 +152,6 @@ impl Shared {
                     pending = self.pending().len(),
                     "RabbitMQ is reachable again; publishing waiting login events"
                 );
-            }
-            (_, AmqpState::Connected) if old != AmqpState::Connected => {
-                tracing::info!(exchange = %self.exchange, "connected to RabbitMQ");
             }
             _ => {}
         }
@@ -271,35 +241,21 @@ pub fn spawn_publisher(
     rabbitmq: AmqpEndpoint,
     stop: Shutdown,
 ) -> (Events, tokio::task::JoinHandle<()>) {
+    let connector = Connector::new(rabbitmq, "switchboard-auth", settings.publish_timeout());
     let shared = Arc::new(Shared {
         pending: Mutex::new(VecDeque::new()),
         capacity: settings.max_pending,
         wake: Notify::new(),
-        state: Mutex::new(AmqpState::Connecting),
+        channel: Arc::new(ConfirmChannel::new(connector, &settings.exchange)),
         exchange: settings.exchange.clone(),
     });
     let publisher = Publisher {
         shared: shared.clone(),
         settings: settings.clone(),
-        rabbitmq,
         stop,
     };
     let task = tokio::spawn(publisher.run());
     (Events { shared }, task)
-}
-
-/// The connection and its one channel (in confirm mode, exchange declared).
-struct Link {
-    connection: Connection,
-    channel: Channel,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum LinkError {
-    #[error("{0}")]
-    Amqp(#[from] lapin::Error),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
 }
 
 /// How a batch went.
@@ -308,139 +264,78 @@ enum BatchOutcome {
     Done,
     /// RabbitMQ refused some events (nack); the link is fine.
     Refused(usize),
-    /// The link failed; the error is lapin's, if it gave one.
+    /// The link failed.
     Broken(LinkError),
 }
 
 struct Publisher {
     shared: Arc<Shared>,
     settings: settings::Events,
-    rabbitmq: AmqpEndpoint,
     stop: Shutdown,
 }
 
 impl Publisher {
     async fn run(self) {
-        let mut link: Option<Link> = None;
-        let mut delay = BACKOFF_MIN;
+        let channel = self.shared.channel.clone();
+        // Stopped only after the last events had their chance below.
+        let link_stop = Shutdown::new();
+        let supervisor = tokio::spawn(channel.clone().supervise(link_stop.clone()));
+        let mut states = channel.watch_state();
+        let mut seen = states.borrow_and_update().clone();
+        let mut retry = Backoff::new(RETRY_MIN, RETRY_MAX);
         while !self.stop.is_triggered() {
-            let Some(current) = link.as_ref() else {
-                let attempt = tokio::select! {
-                    attempt = self.connect() => attempt,
-                    () = self.stop.requested() => break,
-                };
-                match attempt {
-                    Ok(new) => {
-                        // The delay is reset only once events go through: a
-                        // connection that breaks at every publish must not
-                        // turn into a tight reconnect loop.
-                        self.shared.set_state(AmqpState::Connected);
-                        link = Some(new);
-                    }
-                    Err(err) => {
-                        tracing::debug!(error = %err, ?delay, "connecting to RabbitMQ failed");
-                        self.shared
-                            .set_state(AmqpState::Unreachable(err.to_string()));
-                        self.pause(delay).await;
-                        delay = (delay * 2).min(BACKOFF_MAX);
-                    }
-                }
-                continue;
-            };
-            if !link_is_usable(current) {
-                if let Some(broken) = link.take() {
-                    self.abandon(broken, "the connection to RabbitMQ was lost")
-                        .await;
-                }
-                continue;
+            let now = states.borrow_and_update().clone();
+            if now != seen {
+                self.shared.state_changed(&seen, &now);
+                seen = now;
             }
             if self.shared.pending().is_empty() {
-                self.idle(current).await;
+                self.wait(&mut states).await;
                 continue;
             }
-            match self.publish_batch(&current.channel).await {
-                BatchOutcome::Done => {
-                    self.shared.set_state(AmqpState::Connected);
-                    delay = BACKOFF_MIN;
-                }
+            let Some(link) = channel.link() else {
+                self.wait(&mut states).await;
+                continue;
+            };
+            match self.publish_batch(&link).await {
+                BatchOutcome::Done => retry.reset(),
                 BatchOutcome::Refused(count) => {
+                    let delay = retry.next_delay();
                     tracing::warn!(
                         count,
                         ?delay,
                         "RabbitMQ refused login events (nack); retrying"
                     );
                     self.pause(delay).await;
-                    delay = (delay * 2).min(BACKOFF_MAX);
                 }
                 BatchOutcome::Broken(err) => {
-                    self.shared
-                        .set_state(AmqpState::Unreachable(err.to_string()));
-                    if !self.recover(current, err).await
-                        && let Some(broken) = link.take()
-                    {
-                        self.abandon(broken, "automatic recovery gave up").await;
-                        self.pause(delay).await;
-                        delay = (delay * 2).min(BACKOFF_MAX);
+                    let recovered = tokio::select! {
+                        recovered = channel.recover(&link, err, self.settings.publish_timeout()) => recovered,
+                        () = self.stop.requested() => false,
+                    };
+                    if !recovered {
+                        channel.abandon(&link, "automatic recovery gave up");
+                        self.pause(retry.next_delay()).await;
                     }
                 }
             }
         }
-        self.shut_down(link).await;
+        self.flush(&channel).await;
+        link_stop.trigger();
+        if let Err(err) = supervisor.await {
+            tracing::error!(error = %err, "the RabbitMQ connection supervisor failed");
+        }
+        self.report_lost();
     }
 
-    /// Opens the connection (with lapin's auto-recovery), a channel in confirm
-    /// mode, and declares the exchange: durable topic, as the listener expects.
-    async fn connect(&self) -> Result<Link, LinkError> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name("switchboard-auth".into())
-            .enable_auto_recover()
-            .configure_backoff(|backoff| {
-                backoff
-                    .with_min_delay(LAPIN_BACKOFF_MIN)
-                    .with_max_delay(LAPIN_BACKOFF_MAX)
-                    .with_max_times(LAPIN_RETRIES)
-            });
-        let limit = self.settings.publish_timeout();
-        let setup = async {
-            let connection = Connection::connect_uri(self.rabbitmq.uri(), properties).await?;
-            let channel = connection.create_channel().await?;
-            channel
-                .confirm_select(ConfirmSelectOptions::default())
-                .await?;
-            channel
-                .exchange_declare(
-                    self.settings.exchange.as_str().into(),
-                    lapin::ExchangeKind::Topic,
-                    ExchangeDeclareOptions {
-                        durable: true,
-                        ..ExchangeDeclareOptions::default()
-                    },
-                    FieldTable::default(),
-                )
-                .await?;
-            Ok::<_, LinkError>(Link {
-                connection,
-                channel,
-            })
-        };
-        // Connecting includes lapin's own retries; bound the whole attempt.
-        tokio::time::timeout(limit + LAPIN_BACKOFF_MAX * 4, setup)
-            .await
-            .map_err(|_| LinkError::Timeout(limit))?
-    }
-
-    /// Waits for new events, shutdown, or the next health look.
-    async fn idle(&self, link: &Link) {
+    /// Waits for new events, a change of the channel's state, shutdown, or
+    /// the next look.
+    async fn wait(&self, states: &mut watch::Receiver<AmqpState>) {
         tokio::select! {
             () = self.shared.wake.notified() => {}
+            _ = states.changed() => {}
             () = self.stop.requested() => {}
-            () = tokio::time::sleep(HEALTH_INTERVAL) => {
-                if link.connection.status().connected() && link.channel.status().connected() {
-                    self.shared.set_state(AmqpState::Connected);
-                } else {
-                    self.shared.set_state(AmqpState::Unreachable("connection lost; reconnecting".into()));
-                }
-            }
+            () = tokio::time::sleep(HEALTH_INTERVAL) => {}
         }
     }
 
@@ -454,66 +349,43 @@ impl Publisher {
 
     /// Publishes the oldest queued events and waits for their confirms. Events
     /// leave the queue only when confirmed; the rest stay at its front, in order.
-    async fn publish_batch(&self, channel: &Channel) -> BatchOutcome {
+    async fn publish_batch(&self, link: &Link) -> BatchOutcome {
         let batch: Vec<LoginEvent> = self.shared.pending().iter().take(BATCH).cloned().collect();
-        let limit = self.settings.publish_timeout();
+        let bodies: Vec<Vec<u8>> = batch.iter().map(LoginEvent::body).collect();
+        let messages: Vec<Message<'_>> = batch
+            .iter()
+            .zip(&bodies)
+            .map(|(event, body)| Message {
+                routing_key: ROUTING_KEY,
+                body,
+                properties: event.properties(),
+            })
+            .collect();
         let exchange = self.settings.exchange.as_str();
-        let mut confirms = Vec::with_capacity(batch.len());
-        let mut broken = None;
-        for event in &batch {
-            let published = channel
-                .basic_publish(
-                    exchange.into(),
-                    ROUTING_KEY.into(),
-                    // Mandatory: an event no queue takes comes back, and the
-                    // log says so, instead of vanishing silently.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &event.body(),
-                    event.properties(),
-                )
-                .await;
-            match published {
-                Ok(confirm) => confirms.push(confirm),
-                Err(err) => {
-                    broken = Some(LinkError::Amqp(err));
-                    break;
-                }
-            }
-        }
-        let deadline = tokio::time::Instant::now() + limit;
+        let deadline = tokio::time::Instant::now() + self.settings.publish_timeout();
+        let report = link.publish_all(exchange, &messages, deadline).await;
         let mut settled = vec![false; batch.len()];
         let mut refused = 0;
-        for (index, confirm) in confirms.into_iter().enumerate() {
-            let event = &batch[index];
-            match tokio::time::timeout_at(deadline, confirm).await {
-                Ok(Ok(Confirmation::Ack(None) | Confirmation::NotRequested)) => {
-                    settled[index] = true;
-                }
-                Ok(Ok(Confirmation::Ack(Some(returned)))) => {
-                    settled[index] = true;
+        for ((event, outcome), done) in batch.iter().zip(&report.outcomes).zip(&mut settled) {
+            match outcome {
+                Some(Outcome::Confirmed) => *done = true,
+                Some(Outcome::Unroutable { reply_text, .. }) => {
+                    *done = true;
                     tracing::warn!(
                         message_id = %event.message_id,
                         exchange,
                         routing_key = ROUTING_KEY,
                         data = %event.data(),
-                        reply = %returned.reply_text,
+                        reply = %reply_text,
                         "login event published but no queue is bound for it (is the listener's queue declared?)"
                     );
                 }
-                Ok(Ok(Confirmation::Nack(_))) => refused += 1,
-                Ok(Err(err)) => {
-                    broken.get_or_insert(LinkError::Amqp(err));
-                }
-                Err(_) => {
-                    broken.get_or_insert(LinkError::Timeout(limit));
-                }
+                Some(Outcome::Refused) => refused += 1,
+                None => {}
             }
         }
         self.settle(&batch, &settled);
-        match broken {
+        match report.broken {
             Some(err) => {
                 for (event, done) in batch.iter().zip(&settled) {
                     if !done {
@@ -549,44 +421,21 @@ impl Publisher {
         }
     }
 
-    /// Waits for lapin's automatic recovery of the channel; false when it gave
-    /// up, cannot recover this error, or takes longer than a connection attempt.
-    async fn recover(&self, link: &Link, err: LinkError) -> bool {
-        let LinkError::Amqp(err) = err else {
-            return link_is_usable(link);
+    /// Last chance for queued events, within `events.publish_timeout_ms`.
+    async fn flush(&self, channel: &ConfirmChannel) {
+        let Some(link) = channel.link() else {
+            return;
         };
-        let limit = self.settings.publish_timeout() + LAPIN_BACKOFF_MAX * 4;
-        let recovered = tokio::select! {
-            result = tokio::time::timeout(limit, link.channel.wait_for_recovery(err)) => {
-                matches!(result, Ok(Ok(())))
+        let deadline = tokio::time::Instant::now() + self.settings.publish_timeout();
+        while !self.shared.pending().is_empty() && tokio::time::Instant::now() < deadline {
+            if !matches!(self.publish_batch(&link).await, BatchOutcome::Done) {
+                break;
             }
-            () = self.stop.requested() => false,
-        };
-        recovered && link_is_usable(link)
-    }
-
-    /// Drops a link that cannot be used any more; the loop reconnects.
-    async fn abandon(&self, link: Link, why: &str) {
-        tracing::info!(reason = why, "reconnecting to RabbitMQ");
-        self.shared
-            .set_state(AmqpState::Unreachable(why.to_owned()));
-        close(link).await;
-    }
-
-    /// Last chance for queued events, then the connection is closed.
-    async fn shut_down(&self, link: Option<Link>) {
-        if let Some(link) = link {
-            if link_is_usable(&link) && !self.shared.pending().is_empty() {
-                let deadline = tokio::time::Instant::now() + self.settings.publish_timeout();
-                while !self.shared.pending().is_empty() && tokio::time::Instant::now() < deadline {
-                    if !matches!(self.publish_batch(&link.channel).await, BatchOutcome::Done) {
-                        break;
-                    }
-                }
-            }
-            close(link).await;
         }
-        self.shared.set_state(AmqpState::Stopped);
+    }
+
+    /// What could not be published before shutdown goes to the log.
+    fn report_lost(&self) {
         let lost: Vec<LoginEvent> = self.shared.pending().drain(..).collect();
         for event in &lost {
             tracing::error!(
@@ -599,21 +448,6 @@ impl Publisher {
                 "login event not published before shutdown"
             );
         }
-    }
-}
-
-fn link_is_usable(link: &Link) -> bool {
-    let connection = link.connection.status();
-    let channel = link.channel.status();
-    (connection.connected() || connection.reconnecting())
-        && (channel.connected() || channel.reconnecting())
-}
-
-/// Closes politely, without letting a dead peer hold up the caller.
-async fn close(link: Link) {
-    let closing = link.connection.close(200, "OK".into());
-    if let Err(err) = tokio::time::timeout(Duration::from_secs(1), closing).await {
-        tracing::debug!(error = %err, "closing the RabbitMQ connection timed out");
     }
 }
 

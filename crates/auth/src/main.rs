@@ -30,14 +30,10 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(err) => return exit_with(Err(format!("cannot start the async runtime: {err}"))),
     };
-    let code = match cli.command {
+    match cli.command {
         None => runtime.block_on(serve(&cli.config)),
         Some(command) => runtime.block_on(administer(&cli.config, command)),
-    };
-    // lapin's I/O thread may still be retrying a connection with timers of this
-    // runtime; dropping the runtime under it makes that thread panic. Everything
-    // of ours has finished, so exit without tearing the runtime down.
-    std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 })
+    }
 }
 
 async fn serve(config: &ConfigArg) -> ExitCode {

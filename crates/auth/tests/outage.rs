@@ -70,64 +70,8 @@ async fn logins_survive_a_rabbitmq_outage_and_events_follow_when_it_returns() {
     let queue = switchboard_testkit::unique_name("auth_events");
     let mut tap = EventTap::open(&amqp_url, Some(&queue)).await;
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("auth.log");
-    let port = switchboard_testkit::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let env = [
-        ("SWITCHBOARD_AUTH__DATABASE__URL", database_url),
-        ("SWITCHBOARD_AUTH__EVENTS__AMQP_URL", amqp_url.clone()),
-        (
-            "SWITCHBOARD_AUTH__EVENTS__PUBLISH_TIMEOUT_MS",
-            "5000".into(),
-        ),
-        ("SWITCHBOARD_AUTH__SECURITY__BCRYPT_COST", "4".into()),
-        (
-            "SWITCHBOARD_AUTH__LISTEN__HTTP",
-            format!("127.0.0.1:{port}"),
-        ),
-        ("SWITCHBOARD_AUTH__RUNTIME__LOG_TARGET", "stderr".into()),
-    ];
-    let seeded = Command::new(BINARY)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "ada@example.com",
-            "--first-name",
-            "Ada",
-            "--last-name",
-            "Lovelace",
-        ])
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"verysecret\n")?;
-            child.wait_with_output()
-        })
-        .expect("user add");
-    assert!(
-        seeded.status.success(),
-        "{}",
-        String::from_utf8_lossy(&seeded.stderr)
-    );
-
-    let server = Running(
-        Command::new(BINARY)
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn server"),
-    );
+    let auth = Auth::start(&amqp_url, &database_url);
+    let (base, log) = (auth.base.clone(), auth.log.clone());
     wait_for_readiness(&base, "amqp: connected", &log).await;
     let body = credentials("ada@example.com", "verysecret");
 
@@ -216,24 +160,126 @@ async fn logins_survive_a_rabbitmq_outage_and_events_follow_when_it_returns() {
     wait_for_readiness(&base, "amqp: connected, 0 pending", &log).await;
 
     // SIGTERM: a clean exit.
-    let pid = server.0.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let mut server = server;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(exit) = server.0.try_wait().expect("wait") {
-            break exit;
+    auth.terminate_cleanly().await;
+}
+
+/// SIGTERM while lapin is recovering a lost connection: the process exits 0
+/// on its own (no `process::exit`), and no thread panics on the way out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_an_outage_exits_cleanly() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    let mut rabbit = tokio::task::block_in_place(RabbitMq::start).expect("rabbitmq");
+    let amqp_url = tokio::task::block_in_place(|| rabbit.create_vhost()).expect("vhost");
+    let database_url = Postgres::shared()
+        .expect("postgres")
+        .create_database()
+        .expect("database");
+    let auth = Auth::start(&amqp_url, &database_url);
+    wait_for_readiness(&auth.base, "amqp: connected", &auth.log).await;
+    tokio::task::block_in_place(|| rabbit.stop());
+    wait_for_readiness(&auth.base, "amqp: unreachable", &auth.log).await;
+    let logged = auth.terminate_cleanly().await;
+    assert!(!logged.contains("panicked"), "{logged}");
+}
+
+/// The real binary, seeded with ada@example.com / verysecret, logging to a
+/// file.
+struct Auth {
+    server: Running,
+    base: String,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Auth {
+    fn start(amqp_url: &str, database_url: &str) -> Self {
+        let (amqp_url, database_url) = (amqp_url.to_owned(), database_url.to_owned());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("auth.log");
+        let port = switchboard_testkit::free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let env = [
+            ("SWITCHBOARD_AUTH__DATABASE__URL", database_url),
+            ("SWITCHBOARD_AUTH__EVENTS__AMQP_URL", amqp_url),
+            (
+                "SWITCHBOARD_AUTH__EVENTS__PUBLISH_TIMEOUT_MS",
+                "5000".into(),
+            ),
+            ("SWITCHBOARD_AUTH__SECURITY__BCRYPT_COST", "4".into()),
+            (
+                "SWITCHBOARD_AUTH__LISTEN__HTTP",
+                format!("127.0.0.1:{port}"),
+            ),
+            ("SWITCHBOARD_AUTH__RUNTIME__LOG_TARGET", "stderr".into()),
+        ];
+        let seeded = Command::new(BINARY)
+            .args([
+                "user",
+                "add",
+                "--email",
+                "ada@example.com",
+                "--first-name",
+                "Ada",
+                "--last-name",
+                "Lovelace",
+            ])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .expect("stdin")
+                    .write_all(b"verysecret\n")?;
+                child.wait_with_output()
+            })
+            .expect("user add");
+        assert!(
+            seeded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&seeded.stderr)
+        );
+
+        let server = Running(
+            Command::new(BINARY)
+                .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("spawn server"),
+        );
+        Self {
+            server,
+            base,
+            log,
+            _dir: dir,
         }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(
-        exit.success(),
-        "{exit}\n{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
+    }
+
+    /// SIGTERM, then a successful exit within 20 s; the log.
+    async fn terminate_cleanly(mut self) -> String {
+        let pid = self.server.0.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let exit = loop {
+            if let Some(exit) = self.server.0.try_wait().expect("wait") {
+                break exit;
+            }
+            assert!(Instant::now() < deadline, "no exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let logged = std::fs::read_to_string(&self.log).expect("the log");
+        assert!(exit.success(), "{exit}\n{logged}");
+        logged
+    }
 }

@@ -22,13 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use lapin::Connection;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
 };
-use lapin::types::{FieldTable, LongString, ShortString};
-use lapin::{Connection, ConnectionProperties};
-use switchboard_runtime::amqp::AmqpEndpoint;
+use lapin::types::{FieldTable, ShortString};
+use switchboard_runtime::amqp::{AmqpEndpoint, Connector, link};
 use switchboard_runtime::{Shutdown, lifecycle};
 use switchboard_wire::LogLimits;
 use tokio::task::JoinSet;
@@ -87,20 +87,23 @@ pub struct Progress {
 /// Connects, declares and consumes until the connection fails (`Err`) or
 /// shutdown was requested and in-flight deliveries were settled (`Ok`).
 pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<(), SessionError> {
-    let properties = ConnectionProperties::default()
-        .with_connection_name(LongString::from("switchboard-listener"));
-    let connect = Connection::connect_uri(context.rabbitmq.uri(), properties);
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    // No recovery: a broken connection ends the session, whose deliveries
+    // RabbitMQ requeues, and the next session declares everything again.
+    let connector = Connector::new(
+        context.rabbitmq.clone(),
+        "switchboard-listener",
+        CONNECT_TIMEOUT,
+    )
+    .without_recovery();
+    let connection = connector
+        .connect()
         .await
-        .map_err(|_| SessionError::Connect(format!("no answer within {CONNECT_TIMEOUT:?}")))?
         .map_err(|err| SessionError::Connect(err.to_string()))?;
 
     let outcome = consume(context, &connection, progress).await;
     // Unacknowledged deliveries are requeued by RabbitMQ when the connection
-    // closes; closing a dead connection fails, which is fine.
-    if let Err(err) = connection.close(200, ShortString::from("bye")).await {
-        tracing::debug!(error = %err, "closing the AMQP connection");
-    }
+    // closes.
+    link::close(&connection, "bye").await;
     outcome
 }
 

@@ -1,6 +1,8 @@
-//! RabbitMQ connection settings shared by the services that talk to it (auth,
-//! broker, listener): the URL from the settings, the password from a file or
-//! the systemd credential `amqp-password`, and the connection defaults.
+//! RabbitMQ for the services that talk to it (auth, broker, listener): the URL
+//! from the settings, the password from a file or the systemd credential
+//! `amqp-password`, the connection defaults ([`AmqpEndpoint`]), and the one
+//! way to connect, keep a connection open and publish with confirms
+//! ([`link`]).
 //!
 //! The URL is parsed once, at start, into lapin's own [`AMQPUri`] (lapin's
 //! `lapin::uri` is the `amq-protocol-uri` crate), which the services hand to
@@ -12,6 +14,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use amq_protocol_uri::AMQPUri;
+
+pub mod link;
+pub use link::{ConfirmChannel, Connector, Link, LinkError, LinkState, Outcome};
 
 use crate::credentials::{self, CredentialError, Secret};
 
