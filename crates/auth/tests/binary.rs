@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_testkit::Postgres;
 use switchboard_testkit::activation::{
-    KillOnDrop, NotifySocket, SocketActivation, sigterm, wait_for_exit,
+    KillOnDrop, NotifySocket, SocketActivation, http_get, sigterm, wait_for_exit,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-auth");
@@ -45,19 +45,6 @@ fn fresh_database() -> (String, String) {
     let url = postgres.create_database().expect("database");
     let name = url.rsplit('/').next().expect("name").to_owned();
     (url, name)
-}
-
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
 }
 
 fn http_post(port: u16, path: &str, body: &str) -> std::io::Result<String> {

@@ -253,9 +253,205 @@ async fn reqwest_free_get(addr: SocketAddr, path: &str) -> anyhow::Result<String
     Ok(reply)
 }
 
+/// How a scenario loads the system.
+#[derive(Debug, Clone, Copy)]
+enum Load {
+    /// The bare axum handler in a process of its own: the HTTP ceiling.
+    BareHttp,
+    StoreSingle,
+    StoreBatched,
+    Bcrypt,
+    Amqp,
+    BrokerHit,
+    LoggerDirect(&'static str),
+    BrokerLog(&'static str),
+    /// Two rows: the broker's 202s and the events' way to the logger.
+    BrokerLogAmqp,
+    BrokerAuth,
+}
+
+/// One measured row: its name (what `--only` selects by prefix), what it
+/// counts, how it loads, with which load, and the concurrency it reports.
+struct Scenario {
+    name: String,
+    unit: &'static str,
+    load: Load,
+    spec: LoadSpec,
+    concurrency: usize,
+    note: Option<String>,
+}
+
+/// Every measured row, in report order: the ceilings, then the paths
+/// through the system.
+fn table(options: &SuiteOptions, threads: usize) -> Vec<Scenario> {
+    let spec = options.spec;
+    let row = |name: &str, unit, load, spec: LoadSpec| Scenario {
+        name: name.to_owned(),
+        unit,
+        load,
+        spec,
+        concurrency: spec.concurrency,
+        note: None,
+    };
+    let batched = LoadSpec {
+        concurrency: 4.min(spec.concurrency),
+        ..spec
+    };
+    let auth = LoadSpec {
+        concurrency: options.auth_concurrency,
+        ..spec
+    };
+    let mut table = vec![
+        row("ceiling-http", "req/s", Load::BareHttp, spec),
+        row("ceiling-store-single", "docs/s", Load::StoreSingle, spec),
+        Scenario {
+            note: Some(format!(
+                "{} documents per insert_many; latency is per batch",
+                options.batch
+            )),
+            ..row(
+                "ceiling-store-batched",
+                "docs/s",
+                Load::StoreBatched,
+                batched,
+            )
+        },
+        Scenario {
+            concurrency: threads,
+            note: Some(format!(
+                "cost {} on {threads} blocking threads",
+                options.bcrypt_cost
+            )),
+            ..row("ceiling-bcrypt", "verifies/s", Load::Bcrypt, spec)
+        },
+        Scenario {
+            note: Some(
+                "durable quorum queue, persistent messages; latency is publish to consume".into(),
+            ),
+            ..row("ceiling-amqp", "msgs/s", Load::Amqp, spec)
+        },
+        row("broker-hit", "req/s", Load::BrokerHit, spec),
+    ];
+    for door in LOGGER_DOORS {
+        let name = format!("logger-direct-{door}");
+        table.push(row(&name, "req/s", Load::LoggerDirect(door), spec));
+    }
+    for via in BROKER_VIAS {
+        let load = match via {
+            "amqp" => Load::BrokerLogAmqp,
+            _ => Load::BrokerLog(via),
+        };
+        table.push(row(&format!("broker-log-{via}"), "req/s", load, spec));
+    }
+    table.push(row("broker-auth", "req/s", Load::BrokerAuth, auth));
+    table
+}
+
+/// Runs one scenario with the CPU of every process involved metered (bcrypt's
+/// ceiling runs in this process alone and is not).
+async fn measure(
+    scenario: &Scenario,
+    options: &SuiteOptions,
+    stack: &Stack,
+    targets: &Targets,
+) -> anyhow::Result<Vec<Row>> {
+    let spec = scenario.spec;
+    let mut processes = tracked(stack);
+    // Kept until the measurement is over.
+    let mut bare = None;
+    if let Load::BareHttp = scenario.load {
+        let server = BareServer::start()?;
+        processes.push(Tracked {
+            label: "bare axum".into(),
+            pid: server.child.id(),
+        });
+        bare = Some(server);
+    }
+    let meter = CpuMeter::start(processes);
+    let stats = match scenario.load {
+        Load::BareHttp => {
+            let broker = bare.as_ref().map_or(targets.broker, |server| server.addr);
+            let bare_targets = Targets {
+                broker,
+                ..targets.clone()
+            };
+            scenarios::broker_hit(&bare_targets, spec).await
+        }
+        Load::StoreSingle => ceilings::store_single(&targets.mongodb_url, spec).await?,
+        Load::StoreBatched => {
+            ceilings::store_batched(&targets.mongodb_url, spec, options.batch).await?
+        }
+        Load::Bcrypt => {
+            ceilings::bcrypt_verifies(options.bcrypt_cost, scenario.concurrency, spec).await?
+        }
+        Load::Amqp => ceilings::amqp_confirm_ack(&targets.amqp_url, spec).await?,
+        Load::BrokerHit => scenarios::broker_hit(targets, spec).await,
+        Load::LoggerDirect(door) => scenarios::logger_direct(targets, door, spec).await?,
+        Load::BrokerLog(via) => scenarios::broker_log(targets, via, spec).await,
+        Load::BrokerAuth => scenarios::broker_auth(targets, spec).await,
+        Load::BrokerLogAmqp => {
+            let outcome = scenarios::broker_log_amqp(targets, spec).await?;
+            return Ok(amqp_rows(scenario, &outcome, meter.finish()));
+        }
+    };
+    let mut row = Row::from_stats(&scenario.name, scenario.unit, scenario.concurrency, &stats);
+    if !matches!(scenario.load, Load::Bcrypt) {
+        row.attach_cpu(meter.finish(), stats.issued);
+    }
+    row.notes.extend(scenario.note.clone());
+    Ok(vec![row])
+}
+
+/// `broker-log-amqp` (the broker's 202s) and `broker-log-amqp-e2e` (the
+/// events' way to the logger, consumer included).
+fn amqp_rows(
+    scenario: &Scenario,
+    outcome: &scenarios::AmqpOutcome,
+    cpu: crate::cpu::CpuUsage,
+) -> Vec<Row> {
+    let mut row = Row::from_stats(
+        &scenario.name,
+        scenario.unit,
+        scenario.concurrency,
+        &outcome.accepted,
+    );
+    row.notes.push(format!(
+        "accepted {} (202, warm-up included), stored {}, lost {}, duplicated {}; the logger took in the last one {:.2} s after the last 202",
+        outcome.accepted_total,
+        outcome.stored,
+        outcome.lost,
+        outcome.duplicated,
+        outcome.drain_time.as_secs_f64()
+    ));
+    row.notes.push(format!(
+        "end to end (202 -> taken in by the logger, readable once its batch is stored), {} sampled events: p50 {:.1} ms, p99 {:.1} ms, {} not seen",
+        outcome.end_to_end.ok,
+        outcome.end_to_end.percentile_ms(0.5),
+        outcome.end_to_end.percentile_ms(0.99),
+        outcome.end_to_end.errors
+    ));
+    row.notes.push(format!(
+        "end to end, consumer included: {:.1} events/s (accepted events over the time until the last one was stored)",
+        outcome.end_to_end_rate
+    ));
+    let mut sustained = Row::from_stats(
+        "broker-log-amqp-e2e",
+        "events/s",
+        scenario.concurrency,
+        &outcome.end_to_end,
+    );
+    sustained.throughput = outcome.end_to_end_rate;
+    sustained.ok = outcome.stored;
+    sustained.errors = outcome.lost + outcome.duplicated;
+    sustained.notes.push(
+        "latency: from the broker's 202 until the logger took the event in (sampled, from the documents' created_at)".into(),
+    );
+    sustained.attach_cpu(cpu, outcome.accepted_total);
+    vec![row, sustained]
+}
+
 /// Runs the suite and returns the report.
 pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
-    let spec = options.spec;
     eprintln!("bench: starting the stack (dependency servers and six services) on loopback…");
     let stack_started = Instant::now();
     let stack_opts = stack_options(&options);
@@ -273,165 +469,17 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
         rows: Vec::new(),
     };
     let idle_rss = rss_notes(&stack, "idle after start");
-    let step = |name: &str| eprintln!("bench: {name}…");
-
-    // Ceilings.
-    if options.wants("ceiling-http") {
-        step("ceiling-http (bare axum handler)");
-        let bare = BareServer::start()?;
-        let bare_targets = Targets {
-            broker: bare.addr,
-            ..targets.clone()
-        };
-        let mut processes = tracked(&stack);
-        processes.push(Tracked {
-            label: "bare axum".into(),
-            pid: bare.child.id(),
-        });
-        let meter = CpuMeter::start(processes);
-        let stats = scenarios::broker_hit(&bare_targets, spec).await;
-        let mut row = Row::from_stats("ceiling-http", "req/s", spec.concurrency, &stats);
-        row.attach_cpu(meter.finish(), stats.issued);
-        report.rows.push(row);
-    }
-    if options.wants("ceiling-store") {
-        step("ceiling-store-single (insert_one)");
-        let meter = CpuMeter::start(tracked(&stack));
-        let stats = ceilings::store_single(&targets.mongodb_url, spec).await?;
-        let mut row = Row::from_stats("ceiling-store-single", "docs/s", spec.concurrency, &stats);
-        row.attach_cpu(meter.finish(), stats.issued);
-        report.rows.push(row);
-        step("ceiling-store-batched (insert_many)");
-        let batched_spec = LoadSpec {
-            concurrency: 4.min(spec.concurrency),
-            ..spec
-        };
-        let meter = CpuMeter::start(tracked(&stack));
-        let stats =
-            ceilings::store_batched(&targets.mongodb_url, batched_spec, options.batch).await?;
-        let mut row = Row::from_stats(
-            "ceiling-store-batched",
-            "docs/s",
-            batched_spec.concurrency,
-            &stats,
-        );
-        row.attach_cpu(meter.finish(), stats.issued);
-        row.notes.push(format!(
-            "{} documents per insert_many; latency is per batch",
-            options.batch
-        ));
-        report.rows.push(row);
-    }
-    if options.wants("ceiling-bcrypt") {
-        step("ceiling-bcrypt");
-        let threads = report.machine.cpus;
-        let stats = ceilings::bcrypt_verifies(options.bcrypt_cost, threads, spec).await?;
-        let mut row = Row::from_stats("ceiling-bcrypt", "verifies/s", threads, &stats);
-        row.notes.push(format!(
-            "cost {} on {threads} blocking threads",
-            options.bcrypt_cost
-        ));
-        report.rows.push(row);
-    }
-    if options.wants("ceiling-amqp") {
-        step("ceiling-amqp (lapin publish+confirm, consume+ack)");
-        let meter = CpuMeter::start(tracked(&stack));
-        let stats = ceilings::amqp_confirm_ack(&targets.amqp_url, spec).await?;
-        let mut row = Row::from_stats("ceiling-amqp", "msgs/s", spec.concurrency, &stats);
-        row.attach_cpu(meter.finish(), stats.issued);
-        row.notes.push(
-            "durable quorum queue, persistent messages; latency is publish to consume".into(),
-        );
-        report.rows.push(row);
-    }
-
-    // Scenarios through the system.
-    if options.wants("broker-hit") {
-        step("broker-hit");
-        let meter = CpuMeter::start(tracked(&stack));
-        let stats = scenarios::broker_hit(&targets, spec).await;
-        let mut row = Row::from_stats("broker-hit", "req/s", spec.concurrency, &stats);
-        row.attach_cpu(meter.finish(), stats.issued);
-        report.rows.push(row);
-    }
-    for door in LOGGER_DOORS {
-        let name = format!("logger-direct-{door}");
-        if options.wants(&name) {
-            step(&name);
-            let meter = CpuMeter::start(tracked(&stack));
-            let stats = scenarios::logger_direct(&targets, door, spec).await?;
-            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &stats);
-            row.attach_cpu(meter.finish(), stats.issued);
-            report.rows.push(row);
+    let threads = report.machine.cpus;
+    for scenario in table(&options, threads) {
+        if options.wants(&scenario.name) {
+            eprintln!("bench: {}…", scenario.name);
+            let rows = measure(&scenario, &options, &stack, &targets).await?;
+            report.rows.extend(rows);
         }
-    }
-    for via in BROKER_VIAS {
-        let name = format!("broker-log-{via}");
-        if !options.wants(&name) {
-            continue;
-        }
-        step(&name);
-        let meter = CpuMeter::start(tracked(&stack));
-        if via == "amqp" {
-            let outcome = scenarios::broker_log_amqp(&targets, spec).await?;
-            let cpu = meter.finish();
-            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &outcome.accepted);
-            row.notes.push(format!(
-                "accepted {} (202, warm-up included), stored {}, lost {}, duplicated {}; the logger took in the last one {:.2} s after the last 202",
-                outcome.accepted_total,
-                outcome.stored,
-                outcome.lost,
-                outcome.duplicated,
-                outcome.drain_time.as_secs_f64()
-            ));
-            row.notes.push(format!(
-                "end to end (202 -> taken in by the logger, readable once its batch is stored), {} sampled events: p50 {:.1} ms, p99 {:.1} ms, {} not seen",
-                outcome.end_to_end.ok,
-                outcome.end_to_end.percentile_ms(0.5),
-                outcome.end_to_end.percentile_ms(0.99),
-                outcome.end_to_end.errors
-            ));
-            row.notes.push(format!(
-                "end to end, consumer included: {:.1} events/s (accepted events over the time until the last one was stored)",
-                outcome.end_to_end_rate
-            ));
-            report.rows.push(row);
-            let mut sustained = Row::from_stats(
-                "broker-log-amqp-e2e",
-                "events/s",
-                spec.concurrency,
-                &outcome.end_to_end,
-            );
-            sustained.throughput = outcome.end_to_end_rate;
-            sustained.ok = outcome.stored;
-            sustained.errors = outcome.lost + outcome.duplicated;
-            sustained.notes.push(
-                "latency: from the broker's 202 until the logger took the event in (sampled, from the documents' created_at)".into(),
-            );
-            sustained.attach_cpu(cpu, outcome.accepted_total);
-            report.rows.push(sustained);
-        } else {
-            let stats = scenarios::broker_log(&targets, via, spec).await;
-            let mut row = Row::from_stats(&name, "req/s", spec.concurrency, &stats);
-            row.attach_cpu(meter.finish(), stats.issued);
-            report.rows.push(row);
-        }
-    }
-    if options.wants("broker-auth") {
-        step("broker-auth");
-        let auth_spec = LoadSpec {
-            concurrency: options.auth_concurrency,
-            ..spec
-        };
-        let meter = CpuMeter::start(tracked(&stack));
-        let stats = scenarios::broker_auth(&targets, auth_spec).await;
-        let mut row = Row::from_stats("broker-auth", "req/s", auth_spec.concurrency, &stats);
-        row.attach_cpu(meter.finish(), stats.issued);
-        report.rows.push(row);
     }
 
     if options.wants("footprint") {
-        step("footprint");
+        eprintln!("bench: footprint…");
         let mut notes = idle_rss;
         notes.extend(rss_notes(&stack, "after the load"));
         match lazy_start(&options).await {

@@ -4,28 +4,14 @@
 //! The test without a network of its own needs `unshare --net` (CAP_SYS_ADMIN)
 //! and skips itself, saying so, where that is refused (the Nix build sandbox).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::activation::{
-    NotifySocket, SocketActivation, network_namespaces_permitted, sigterm, wait_for_exit,
+    NotifySocket, SocketActivation, http_get, network_namespaces_permitted, sigterm, wait_for_exit,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_switchboard-frontend");
-
-fn get(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
-}
 
 fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
     wait_for_exit(child, timeout)
@@ -68,7 +54,7 @@ fn serve_activated(wrapper: &[&str]) {
 
     let deadline = Instant::now() + Duration::from_secs(10);
     let page = loop {
-        match get(port, "/") {
+        match http_get(port, "/") {
             Ok(reply) => break reply,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(err) => panic!("no answer on the activated socket: {err}"),
@@ -79,7 +65,7 @@ fn serve_activated(wrapper: &[&str]) {
         page.contains(r#"content="http://broker.test:18080""#),
         "the configured broker URL is not in the page: {page}"
     );
-    let script = get(port, "/static/app.js").expect("GET /static/app.js");
+    let script = http_get(port, "/static/app.js").expect("GET /static/app.js");
     assert!(
         script
             .to_ascii_lowercase()

@@ -7,31 +7,17 @@
 //! would need the network or a writable cargo home, which a Nix build has not,
 //! and would not know the target dir or profile of the running test).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
 use switchboard_runtime::http::{always_ready, standard_service};
 use switchboard_runtime::{Listeners, Shutdown, lifecycle};
-use switchboard_testkit::activation::{KillOnDrop, SocketActivation};
+use switchboard_testkit::activation::{KillOnDrop, SocketActivation, http_get};
 
 /// Set (to any value) only in the re-run test binary that plays the service.
 const SERVICE_ENV: &str = "SWITCHBOARD_RUNTIME_TEST_ACTIVATED_SERVICE";
 const SERVICE_TEST: &str = "activated_http_service";
-
-fn get_path(port: u16, path: &str) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply)?;
-    Ok(reply)
-}
 
 #[test]
 fn serves_on_the_socket_systemd_passes() {
@@ -50,7 +36,7 @@ fn serves_on_the_socket_systemd_passes() {
     // which waits in the backlog meanwhile instead of being refused.
     let deadline = Instant::now() + Duration::from_secs(10);
     let reply = loop {
-        match get_path(port, "/socket") {
+        match http_get(port, "/socket") {
             Ok(reply) => break reply,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(err) => panic!("no answer on the activated socket: {err}"),

@@ -67,6 +67,24 @@ pub fn build_service_binaries() -> Result<PathBuf> {
     }
     let mut command = Command::new(cargo());
     command.arg("build").arg("--quiet");
+    // What cargo sets for the test running us, not for a build: ring's build
+    // script watches CARGO_MANIFEST_DIR, so inheriting it would make this
+    // build and the next `cargo test` rebuild ring and its dependents by turns.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if matches!(
+            &*name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+        ) || name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_EXE_")
+        {
+            command.env_remove(&*name);
+        }
+    }
     for service in ServiceName::ALL {
         command.arg("-p").arg(format!("switchboard-{service}"));
     }

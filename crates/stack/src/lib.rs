@@ -19,6 +19,7 @@
 //! services and servers.
 
 mod binaries;
+mod configs;
 mod error;
 mod options;
 mod output;
@@ -45,6 +46,7 @@ pub use rustix::process::Signal;
 pub use service::{Dependency, ServiceName, SocketSpec, UnknownService};
 pub use supervisor::ServicePhase;
 
+use configs::{USERS_DATABASE, Wiring};
 use output::{ServiceLog, Terminal};
 use sockets::NamedSocket;
 use supervisor::{Shared, Supervisor};
@@ -55,8 +57,6 @@ pub const DEV_USER_PASSWORD: &str = "verysecret";
 pub const DEV_USER_FIRST_NAME: &str = "Admin";
 pub const DEV_USER_LAST_NAME: &str = "User";
 
-/// The database auth keeps its users in.
-const USERS_DATABASE: &str = "users";
 /// Longest notify socket path we bind (sun_path holds 108 bytes).
 const MAX_SOCKET_PATH: usize = 100;
 
@@ -83,11 +83,7 @@ struct Addresses {
     mailhog_http_port: Option<u16>,
 }
 
-impl Addresses {
-    fn http(&self, service: ServiceName) -> String {
-        format!("http://{}", self.socket(service, "http"))
-    }
-
+impl Wiring for Addresses {
     fn socket(&self, service: ServiceName, name: &str) -> SocketAddr {
         self.sockets
             .iter()
@@ -110,6 +106,10 @@ impl Addresses {
     fn mongodb_url(&self) -> Option<String> {
         self.mongodb_port
             .map(|port| format!("mongodb://127.0.0.1:{port}/?directConnection=true"))
+    }
+
+    fn smtp_port(&self) -> Option<u16> {
+        self.smtp_port
     }
 }
 
@@ -316,17 +316,17 @@ impl Stack {
             addresses.mailhog_http_port = Some(mailhog.http_port());
         }
 
-        let environment: BTreeMap<ServiceName, Vec<(String, String)>> = options
-            .services
-            .iter()
-            .map(|service| {
-                let mut env = service_environment(*service, &addresses);
-                if let Some(extra) = options.extra_env.get(service) {
-                    env.extend(extra.iter().cloned());
-                }
-                (*service, env)
-            })
-            .collect();
+        let config_dir = folder.path.join("config");
+        std::fs::create_dir_all(&config_dir)
+            .map_err(|e| StackError::io(format!("creating {}", config_dir.display()), e))?;
+        let mut environment: BTreeMap<ServiceName, Vec<(String, String)>> = BTreeMap::new();
+        for service in &options.services {
+            let mut env = service_environment(*service, &addresses, &config_dir)?;
+            if let Some(extra) = options.extra_env.get(service) {
+                env.extend(extra.iter().cloned());
+            }
+            environment.insert(*service, env);
+        }
 
         if options.seed_user
             && let (Some(binary), Some(env)) = (
@@ -925,67 +925,26 @@ fn ensure_database(postgres: &Postgres, database: &str) -> Result<()> {
     Ok(())
 }
 
-/// The stack's configuration of one service: where its dependencies and
-/// downstreams are, and logs on stderr (the stack reads them).
-fn service_environment(service: ServiceName, addresses: &Addresses) -> Vec<(String, String)> {
-    let mut env = Vec::new();
-    let mut set = |key: &str, value: String| env.push((service.setting_variable(key), value));
-    set("runtime.log_target", "stderr".to_owned());
-    for spec in service.sockets() {
-        set(
-            &format!("listen.{}", spec.name),
-            addresses.socket(service, spec.name).to_string(),
-        );
-    }
-    let logger_http = addresses.http(ServiceName::Logger);
-    let logger_rpc = addresses.socket(ServiceName::Logger, "rpc").to_string();
-    match service {
-        ServiceName::Auth => {
-            if let Some(url) = addresses.postgres_url(USERS_DATABASE) {
-                set("database.url", url);
-            }
-            if let Some(url) = addresses.amqp_url() {
-                set("events.amqp_url", url);
-            }
-        }
-        ServiceName::Logger => {
-            if let Some(url) = addresses.mongodb_url() {
-                set("mongodb.url", url);
-            }
-        }
-        ServiceName::Mail => {
-            set("smtp.host", "127.0.0.1".to_owned());
-            if let Some(port) = addresses.smtp_port {
-                set("smtp.port", port.to_string());
-            }
-        }
-        ServiceName::Broker => {
-            set("downstream.auth_url", addresses.http(ServiceName::Auth));
-            set("downstream.logger_http_url", logger_http);
-            set("downstream.logger_rpc_addr", logger_rpc);
-            set(
-                "downstream.logger_grpc_url",
-                format!("http://{}", addresses.socket(ServiceName::Logger, "grpc")),
-            );
-            set("downstream.mail_url", addresses.http(ServiceName::Mail));
-            // The dev stack is for looking inside; a deployment keeps it off.
-            set("admin.expose_downstreams", "true".to_owned());
-            if let Some(url) = addresses.amqp_url() {
-                set("events.amqp_url", url);
-            }
-        }
-        ServiceName::Listener => {
-            if let Some(url) = addresses.amqp_url() {
-                set("amqp.url", url);
-            }
-            set("logger.rpc_addr", logger_rpc);
-            set("logger.http_url", logger_http);
-        }
-        ServiceName::Frontend => {
-            set("page.broker_url", addresses.http(ServiceName::Broker));
-        }
-    }
-    env
+/// The environment of one service: its configuration file (written from its
+/// own settings type, see [`configs`]) named by `SWITCHBOARD_<SERVICE>_CONFIG`.
+fn service_environment(
+    service: ServiceName,
+    addresses: &Addresses,
+    config_dir: &Path,
+) -> Result<Vec<(String, String)>> {
+    let text = configs::service_config(service, addresses).map_err(|err| {
+        StackError::io(
+            format!("writing the configuration of {}", service.as_str()),
+            std::io::Error::other(err),
+        )
+    })?;
+    let path = config_dir.join(format!("{}.toml", service.as_str()));
+    std::fs::write(&path, text)
+        .map_err(|e| StackError::io(format!("writing {}", path.display()), e))?;
+    Ok(vec![(
+        switchboard_runtime::config::file_variable(service.as_str()),
+        path.display().to_string(),
+    )])
 }
 
 /// `switchboard-auth user add … --skip-existing` with the password on stdin.

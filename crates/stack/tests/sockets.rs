@@ -14,6 +14,18 @@ use switchboard_stack::{
     ServiceName, ServicePhase, Signal, Stack, StackOptions, build_service_binaries,
 };
 
+/// One stack at a time in this file: a stack binds every service's sockets on
+/// kernel-chosen ports (and closes those of services it does not run), so a
+/// stack starting in a parallel test can be handed the port another test just
+/// closed and then accept on it, which made "a closed socket refuses" fail
+/// about once in a dozen runs.
+fn one_stack_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Sandboxed builds (Nix) set the skip switch: they cannot run cargo from a
 /// test to build the service binaries, nor spawn the stack's helpers.
 fn sandboxed() -> bool {
@@ -46,11 +58,33 @@ fn health(addr: SocketAddr) -> std::io::Result<String> {
     Ok(reply.lines().next().unwrap_or_default().to_owned())
 }
 
+/// Nothing listens on `addr`. A connect from the ephemeral range to a closed
+/// port in it can meet itself (TCP simultaneous open: source port ==
+/// destination port), which is not a listener; such a connection is tried
+/// again, anything else that connects fails the test with both ends named.
+fn assert_refused(addr: SocketAddr) {
+    for _ in 0..3 {
+        match TcpStream::connect(addr) {
+            Err(_) => return,
+            Ok(stream) => {
+                let local = stream.local_addr().ok();
+                let peer = stream.peer_addr().ok();
+                assert_eq!(
+                    local, peer,
+                    "a closed socket refuses, but {addr} accepted (local {local:?}, peer {peer:?})"
+                );
+            }
+        }
+    }
+    panic!("{addr}: three connects met themselves");
+}
+
 #[test]
 fn a_service_serves_on_the_passed_socket_which_outlives_its_restarts() {
     if sandboxed() {
         return;
     }
+    let _serial = one_stack_at_a_time();
     let stack = Stack::start(frontend_only()).expect("stack");
     let addr = frontend_addr(&stack);
     assert_eq!(
@@ -87,7 +121,7 @@ fn a_service_serves_on_the_passed_socket_which_outlives_its_restarts() {
     // Closed: refused; started again: the same port serves.
     stack.stop_service(ServiceName::Frontend).expect("stop");
     stack.close_sockets(ServiceName::Frontend).expect("close");
-    assert!(TcpStream::connect(addr).is_err(), "a closed socket refuses");
+    assert_refused(addr);
     stack.restart(ServiceName::Frontend).expect("restart");
     assert_eq!(health(addr).expect("health").trim(), "HTTP/1.1 200 OK");
 
@@ -119,6 +153,7 @@ fn lazy_services_start_on_their_first_connection_and_again_after_a_stop() {
     if sandboxed() {
         return;
     }
+    let _serial = one_stack_at_a_time();
     let stack = Stack::start(frontend_only().lazy(true)).expect("stack");
     let addr = frontend_addr(&stack);
     assert_eq!(
@@ -155,6 +190,7 @@ fn a_service_that_is_not_selected_is_refused_by_name() {
     if sandboxed() {
         return;
     }
+    let _serial = one_stack_at_a_time();
     let stack = Stack::start(frontend_only()).expect("stack");
     let error = stack
         .restart(ServiceName::Broker)

@@ -277,6 +277,22 @@ impl NotifySocket {
     }
 }
 
+/// `GET path` on a fresh connection to `127.0.0.1:port` (`Connection:
+/// close`, a read timeout of 30 s), the whole raw reply: status line, headers
+/// and body, as a socket-activated service wrote them.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
 /// Sends SIGTERM to `child`, as `systemctl stop` does to a service.
 pub fn sigterm(child: &Child) -> Result<()> {
     rustix::process::kill_process(Pid::from_child(child), Signal::TERM)
