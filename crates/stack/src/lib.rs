@@ -254,79 +254,18 @@ impl Stack {
                 .is_some_and(|flag| flag.load(Ordering::Relaxed))
         };
 
-        let bin_dir = match &options.bin_dir {
-            Some(dir) => dir.clone(),
-            None => default_bin_dir()?,
-        };
-        let mut binaries = BTreeMap::new();
-        for service in &options.services {
-            binaries.insert(*service, service_binary(&bin_dir, *service)?);
-        }
-
-        let mut sockets = bind_service_sockets(&options)?;
+        let binaries = resolve_binaries(&options)?;
+        let sockets = bind_service_sockets(&options)?;
         let dependencies = options.dependencies();
-        let mut conflicts = sockets.conflicts;
-        if let Some(ports) = options.dependency_ports {
-            for (label, port) in
-                dependency_port_list(&ports, &dependencies, options.rabbitmq_management)
-            {
-                if !sockets::port_is_free(port) {
-                    conflicts.push(PortConflict {
-                        wanted_by: label.to_owned(),
-                        port,
-                    });
-                }
-            }
-        }
-        if !conflicts.is_empty() {
-            return Err(StackError::PortsInUse(conflicts));
-        }
-
-        let mut addresses = Addresses::default();
-        for (service, list) in &sockets.bound {
-            for socket in list {
-                addresses
-                    .sockets
-                    .insert((*service, socket.name), socket.addr);
-            }
-        }
+        refuse_port_conflicts(&options, &dependencies, sockets.conflicts)?;
+        let mut addresses = Addresses::of_sockets(&sockets.bound);
 
         let servers = start_servers(&options, &dependencies, &folder.path, &terminal)?;
         if interrupted() {
             return Err(StackError::Interrupted);
         }
-        if let Some(postgres) = &servers.postgres {
-            let postgres = postgres.lock().unwrap_or_else(|p| p.into_inner());
-            addresses.postgres_port = Some(postgres.port());
-            ensure_database(&postgres, USERS_DATABASE)?;
-        }
-        if let Some(rabbitmq) = &servers.rabbitmq {
-            let rabbitmq = rabbitmq.lock().unwrap_or_else(|p| p.into_inner());
-            addresses.amqp_port = Some(rabbitmq.amqp_port());
-            addresses.rabbitmq_management_port = rabbitmq.management_port();
-        }
-        if let Some(mongodb) = &servers.mongodb {
-            let mongodb = mongodb.lock().unwrap_or_else(|p| p.into_inner());
-            addresses.mongodb_port = Some(mongodb.port());
-            addresses.mongodb_kind = Some(mongodb.kind());
-        }
-        if let Some(mailhog) = &servers.mailhog {
-            let mailhog = mailhog.lock().unwrap_or_else(|p| p.into_inner());
-            addresses.smtp_port = Some(mailhog.smtp_port());
-            addresses.mailhog_http_port = Some(mailhog.http_port());
-        }
-
-        let config_dir = folder.path.join("config");
-        std::fs::create_dir_all(&config_dir)
-            .map_err(|e| StackError::io(format!("creating {}", config_dir.display()), e))?;
-        let mut environment: BTreeMap<ServiceName, Vec<(String, String)>> = BTreeMap::new();
-        for service in &options.services {
-            let mut env = service_environment(*service, &addresses, &config_dir)?;
-            if let Some(extra) = options.extra_env.get(service) {
-                env.extend(extra.iter().cloned());
-            }
-            environment.insert(*service, env);
-        }
+        addresses.learn_servers(&servers)?;
+        let environment = environments(&options, &addresses, &folder.path.join("config"))?;
 
         if options.seed_user
             && let (Some(binary), Some(env)) = (
@@ -358,31 +297,44 @@ impl Stack {
             stopped: false,
             folder,
         };
-        let log_dir = stack.folder.path.join("logs");
+        stack.launch(binaries, &environment, sockets.bound, &options)?;
+        Ok(stack)
+    }
+
+    /// A supervisor per selected service with its sockets; starts the eager
+    /// ones and waits for their `READY=1`, arms the lazy ones.
+    fn launch(
+        &mut self,
+        mut binaries: BTreeMap<ServiceName, PathBuf>,
+        environment: &BTreeMap<ServiceName, Vec<(String, String)>>,
+        mut bound: BTreeMap<ServiceName, Vec<NamedSocket>>,
+        options: &StackOptions,
+    ) -> Result<()> {
+        let log_dir = self.folder.path.join("logs");
         for service in ServiceName::ALL {
             let (Some(binary), Some(env)) = (binaries.remove(&service), environment.get(&service))
             else {
                 continue;
             };
-            let service_sockets = sockets.bound.remove(&service).unwrap_or_default();
+            let service_sockets = bound.remove(&service).unwrap_or_default();
             let log = ServiceLog::create(service, &log_dir)?;
-            stack.supervisors.push(Supervisor::new(
+            self.supervisors.push(Supervisor::new(
                 service,
                 binary,
                 env.clone(),
                 options.lazy,
                 service_sockets,
                 log,
-                Arc::clone(&shared),
+                Arc::clone(&self.shared),
             ));
         }
         // Sockets of services that do not run: closed, so calls to them are refused.
-        drop(sockets.bound);
+        drop(bound);
 
         let started = Instant::now();
         let mut eager = Vec::new();
         let mut lazy = Vec::new();
-        for supervisor in &stack.supervisors {
+        for supervisor in &self.supervisors {
             if supervisor.is_lazy() {
                 supervisor.arm();
                 let watcher = Arc::clone(supervisor);
@@ -390,7 +342,7 @@ impl Stack {
                     .name(format!("{}-activation", supervisor.service))
                     .spawn(move || watcher.watch_for_connections())
                     .map_err(|e| StackError::io("starting a socket watcher thread", e))?;
-                stack.watchers.push(handle);
+                self.watchers.push(handle);
                 lazy.push(supervisor.service.as_str());
             } else {
                 supervisor.start()?;
@@ -399,25 +351,25 @@ impl Stack {
         }
         if !eager.is_empty() {
             let names: Vec<&str> = eager.iter().map(|s| s.service.as_str()).collect();
-            shared
+            self.shared
                 .terminal
                 .progress(format!("starting {}", names.join(", ")));
         }
         for supervisor in &eager {
             supervisor.wait_ready(options.ready_timeout, options.interrupt.as_deref())?;
-            shared.terminal.progress(format!(
+            self.shared.terminal.progress(format!(
                 "{} ready ({:.1?})",
                 supervisor.service,
                 started.elapsed()
             ));
         }
         if !lazy.is_empty() {
-            shared.terminal.progress(format!(
+            self.shared.terminal.progress(format!(
                 "{} start on their first connection (lazy)",
                 lazy.join(", ")
             ));
         }
-        Ok(stack)
+        Ok(())
     }
 
     /// The state folder (dependency data, `logs/<service>.log`).
@@ -923,6 +875,103 @@ fn ensure_database(postgres: &Postgres, database: &str) -> Result<()> {
             .map_err(wrap)?;
     }
     Ok(())
+}
+
+/// Each selected service's binary in the configured (or default) folder.
+fn resolve_binaries(options: &StackOptions) -> Result<BTreeMap<ServiceName, PathBuf>> {
+    let bin_dir = match &options.bin_dir {
+        Some(dir) => dir.clone(),
+        None => default_bin_dir()?,
+    };
+    options
+        .services
+        .iter()
+        .map(|service| Ok((*service, service_binary(&bin_dir, *service)?)))
+        .collect()
+}
+
+/// Every fixed port taken by someone else, services' and servers' alike, in
+/// one error, before anything starts.
+fn refuse_port_conflicts(
+    options: &StackOptions,
+    dependencies: &[Dependency],
+    mut conflicts: Vec<PortConflict>,
+) -> Result<()> {
+    if let Some(ports) = options.dependency_ports {
+        for (label, port) in dependency_port_list(&ports, dependencies, options.rabbitmq_management)
+        {
+            if !sockets::port_is_free(port) {
+                conflicts.push(PortConflict {
+                    wanted_by: label.to_owned(),
+                    port,
+                });
+            }
+        }
+    }
+    if conflicts.is_empty() {
+        Ok(())
+    } else {
+        Err(StackError::PortsInUse(conflicts))
+    }
+}
+
+impl Addresses {
+    fn of_sockets(bound: &BTreeMap<ServiceName, Vec<NamedSocket>>) -> Self {
+        let mut addresses = Addresses::default();
+        for (service, list) in bound {
+            for socket in list {
+                addresses
+                    .sockets
+                    .insert((*service, socket.name), socket.addr);
+            }
+        }
+        addresses
+    }
+
+    /// The ports of the servers that started; creates auth's database.
+    fn learn_servers(&mut self, servers: &Servers) -> Result<()> {
+        if let Some(postgres) = &servers.postgres {
+            let postgres = postgres.lock().unwrap_or_else(|p| p.into_inner());
+            self.postgres_port = Some(postgres.port());
+            ensure_database(&postgres, USERS_DATABASE)?;
+        }
+        if let Some(rabbitmq) = &servers.rabbitmq {
+            let rabbitmq = rabbitmq.lock().unwrap_or_else(|p| p.into_inner());
+            self.amqp_port = Some(rabbitmq.amqp_port());
+            self.rabbitmq_management_port = rabbitmq.management_port();
+        }
+        if let Some(mongodb) = &servers.mongodb {
+            let mongodb = mongodb.lock().unwrap_or_else(|p| p.into_inner());
+            self.mongodb_port = Some(mongodb.port());
+            self.mongodb_kind = Some(mongodb.kind());
+        }
+        if let Some(mailhog) = &servers.mailhog {
+            let mailhog = mailhog.lock().unwrap_or_else(|p| p.into_inner());
+            self.smtp_port = Some(mailhog.smtp_port());
+            self.mailhog_http_port = Some(mailhog.http_port());
+        }
+        Ok(())
+    }
+}
+
+/// Every selected service's environment: its configuration file in
+/// `config_dir`, then the caller's extra variables.
+fn environments(
+    options: &StackOptions,
+    addresses: &Addresses,
+    config_dir: &Path,
+) -> Result<BTreeMap<ServiceName, Vec<(String, String)>>> {
+    std::fs::create_dir_all(config_dir)
+        .map_err(|e| StackError::io(format!("creating {}", config_dir.display()), e))?;
+    let mut environment = BTreeMap::new();
+    for service in &options.services {
+        let mut env = service_environment(*service, addresses, config_dir)?;
+        if let Some(extra) = options.extra_env.get(service) {
+            env.extend(extra.iter().cloned());
+        }
+        environment.insert(*service, env);
+    }
+    Ok(environment)
 }
 
 /// The environment of one service: its configuration file (written from its
