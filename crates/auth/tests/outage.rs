@@ -54,18 +54,24 @@ async fn wait_for_readiness(base: &str, needle: &str, log: &std::path::Path) -> 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logins_survive_a_rabbitmq_outage_and_events_follow_when_it_returns() {
-    if switchboard_testkit::servers_disabled() {
-        return;
-    }
-    // Our own node: this test stops it.
-    let mut rabbit = tokio::task::block_in_place(RabbitMq::start).expect("rabbitmq");
+/// A RabbitMQ node of the test's own (the test stops it) with a fresh vhost,
+/// and a fresh database on the shared PostgreSQL: (node, AMQP URL, database URL).
+fn own_rabbitmq_and_database() -> (RabbitMq, String, String) {
+    let rabbit = tokio::task::block_in_place(RabbitMq::start).expect("rabbitmq");
     let amqp_url = tokio::task::block_in_place(|| rabbit.create_vhost()).expect("vhost");
     let database_url = Postgres::shared()
         .expect("postgres")
         .create_database()
         .expect("database");
+    (rabbit, amqp_url, database_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_survive_a_rabbitmq_outage_and_events_follow_when_it_returns() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    let (mut rabbit, amqp_url, database_url) = own_rabbitmq_and_database();
     // Durable, so it and what is routed to it survive the broker's restart.
     let queue = switchboard_testkit::unique_name("auth_events");
     let mut tap = EventTap::open(&amqp_url, Some(&queue)).await;
@@ -170,12 +176,7 @@ async fn a_sigterm_during_an_outage_exits_cleanly() {
     if switchboard_testkit::servers_disabled() {
         return;
     }
-    let mut rabbit = tokio::task::block_in_place(RabbitMq::start).expect("rabbitmq");
-    let amqp_url = tokio::task::block_in_place(|| rabbit.create_vhost()).expect("vhost");
-    let database_url = Postgres::shared()
-        .expect("postgres")
-        .create_database()
-        .expect("database");
+    let (mut rabbit, amqp_url, database_url) = own_rabbitmq_and_database();
     let auth = Auth::start(&amqp_url, &database_url);
     wait_for_readiness(&auth.base, "amqp: connected", &auth.log).await;
     tokio::task::block_in_place(|| rabbit.stop());
