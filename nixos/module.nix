@@ -239,7 +239,7 @@ let
   # Units a service is ordered after and requires, on this host.
   rabbitmqUnits =
     lib.optional localRabbitmq "rabbitmq.service"
-    ++ lib.optional rabbitmqUser "rabbitmq-switchboard-user.service";
+    ++ lib.optional rabbitmqUser "switchboard-rabbitmq-user.service";
   dependencyUnits = {
     auth = lib.optional localPostgresql "postgresql.target" ++ rabbitmqUnits;
     broker = rabbitmqUnits;
@@ -422,7 +422,7 @@ in
           {option}`services.switchboard.rabbitmq.passwordFile` is set,
           the module creates the user
           {option}`services.switchboard.rabbitmq.user` with that password
-          (rabbitmq-switchboard-user.service) and the services connect as
+          (switchboard-rabbitmq-user.service) and the services connect as
           that user. Disable to use an existing broker: set
           `settings.events.amqp_url` of auth and broker and
           `settings.amqp.url` of the listener (user name in the URL, the
@@ -720,11 +720,8 @@ in
 
     (mkIf (rabbitmqUser && cfg.rabbitmq.passwordFile != null) {
       # The services' RabbitMQ user, created (or its password set) from the
-      # password file before any of them connects. Not named switchboard-*:
-      # the package's prefix drop-in switchboard-.service.d/ sandboxes every
-      # such service (DynamicUser=, PrivateUsers=, ...), and rabbitmqctl needs
-      # the RabbitMQ user's Erlang cookie.
-      systemd.services.rabbitmq-switchboard-user = {
+      # password file before any of them connects.
+      systemd.services.switchboard-rabbitmq-user = {
         description = "Switchboard: the services' RabbitMQ user";
         after = [ "rabbitmq.service" ];
         requires = [ "rabbitmq.service" ];

@@ -388,7 +388,7 @@ def case_remote_dependencies_by_address(c):
                 f"{name}: RabbitMQ password from its file")
     c.check(service(out, "logger")["serviceConfig"].get("LoadCredential") == ["", "mongodb-password:/run/keys/mongodb"],
             "logger: MongoDB password from its file")
-    c.check("rabbitmq-switchboard-user" not in out["systemd"]["services"], "no user to create on a remote RabbitMQ")
+    c.check("switchboard-rabbitmq-user" not in out["systemd"]["services"], "no user to create on a remote RabbitMQ")
 
 
 def case_lan_listen_addresses(c):
@@ -425,14 +425,14 @@ def case_rabbitmq_on_lan(c):
         url = sb[name]["settings"][key[0]][key[1]]
         c.check(url == "amqp://switchboard@10.0.0.5:5672/%2f", f"{name}: connects as the switchboard user, got {url}")
         svc = service(out, name)
-        c.check("rabbitmq-switchboard-user.service" in svc["requires"] and "rabbitmq-switchboard-user.service" in svc["after"],
+        c.check("switchboard-rabbitmq-user.service" in svc["requires"] and "switchboard-rabbitmq-user.service" in svc["after"],
                 f"{name}: after the user exists")
         c.check("10.0.0.5" in (svc["serviceConfig"].get("IPAddressAllow") or []), f"{name}: may reach RabbitMQ's address")
         c.check("amqp-password:/run/keys/amqp" in (svc["serviceConfig"].get("LoadCredential") or []), f"{name}: password credential")
-    user = out["systemd"]["services"].get("rabbitmq-switchboard-user")
+    user = out["systemd"]["services"].get("switchboard-rabbitmq-user")
     c.check(user is not None and user["serviceConfig"].get("LoadCredential") == ["amqp-password:/run/keys/amqp"]
             and "rabbitmq.service" in user["requires"] and "add_user" in user.get("script", ""),
-            "rabbitmq-switchboard-user.service creates the user from the password file")
+            "switchboard-rabbitmq-user.service creates the user from the password file")
 
 
 def case_exposed_frontend(c):

@@ -7,17 +7,14 @@ and this script lays out, under a root directory, what the resulting system
 would contain:
 
   nix/store/<pkg>/lib/systemd/system/   the package's units: systemd/*.service,
-                                        *.socket, *.target and the drop-in
-                                        directories *.d/ run through the
+                                        *.socket, *.target run through the
                                         package's own postInstall (@bindir@ ->
                                         <pkg>/bin), as nixos/package.nix does
   nix/store/<pkg>/bin/                  empty (a mount point) or, with
                                         --bindir, links to built binaries
   etc/systemd/system/                   nixpkgs' generateUnits
                                         (nixos/lib/systemd-lib.nix): a link to
-                                        every unit of systemd.packages (a
-                                        directory: lndir, links file by file);
-                                        for each
+                                        every unit of systemd.packages; for each
                                         systemd.{services,sockets,targets,...}
                                         definition of a unit the package ships,
                                         <unit>.d/overrides.conf; a whole unit
@@ -313,16 +310,13 @@ substituteInPlace() {
     unit_dir = os.path.join(out, "lib", "systemd", "system")
     shipped = sorted(os.listdir(unit_dir)) if os.path.isdir(unit_dir) else []
     for name in shipped:
-        files = ([os.path.join(name, f) for f in sorted(os.listdir(os.path.join(unit_dir, name)))]
-                 if os.path.isdir(os.path.join(unit_dir, name)) else [name])
-        for rel in files:
-            f = os.path.join(unit_dir, rel)
-            os.chmod(f, 0o644)
-            with open(f) as fh:
-                text = fh.read()
-            with open(f, "w") as fh:
-                fh.write(text.replace(out, pkg))
-            os.chmod(f, 0o444)
+        f = os.path.join(unit_dir, name)
+        os.chmod(f, 0o644)
+        with open(f) as fh:
+            text = fh.read()
+        with open(f, "w") as fh:
+            fh.write(text.replace(out, pkg))
+        os.chmod(f, 0o444)
     os.makedirs(os.path.join(out, "bin"), exist_ok=True)
     if bindir:
         for name in sorted(os.listdir(bindir)):
@@ -356,14 +350,7 @@ def write_units(tree, ev, pkg, shipped):
     etc = "etc/systemd/system"
     os.makedirs(tree.path(etc), exist_ok=True)
     for name in shipped:
-        shipped_dir = tree.path(f"{pkg}/lib/systemd/system/{name}")
-        if os.path.isdir(shipped_dir):
-            # A directory (drop-ins) is lndir'ed: a real directory of links,
-            # into which the module's own drop-ins can go beside.
-            for f in sorted(os.listdir(shipped_dir)):
-                tree.link(f"{etc}/{name}/{f}", f"{pkg}/lib/systemd/system/{name}/{f}")
-        else:
-            tree.link(f"{etc}/{name}", f"{pkg}/lib/systemd/system/{name}")
+        tree.link(f"{etc}/{name}", f"{pkg}/lib/systemd/system/{name}")
     written = {}
     for kind in UNIT_KINDS:
         for attr, u in sorted(s.get(kind, {}).items()):

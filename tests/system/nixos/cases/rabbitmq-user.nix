@@ -1,6 +1,6 @@
 # The node of nixos/tests/basic.nix with a RabbitMQ password file, for
 # tests/system/module-run: the module then creates its own RabbitMQ user
-# (rabbitmq-switchboard-user.service, the password from a credential on
+# (switchboard-rabbitmq-user.service, the password from a credential on
 # stdin) and auth, broker and listener connect as that user with the
 # credential amqp-password instead of as guest.
 { self }:
@@ -8,7 +8,7 @@ let
   basic = import ../../../../nixos/tests/basic.nix { inherit self; };
 in
 {
-  name = "rabbitmq-switchboard-user";
+  name = "switchboard-rabbitmq-user";
 
   nodes.machine = {
     imports = [ basic.nodes.machine ];

@@ -20,7 +20,7 @@ def logged(name, data):
 rabbitmqctl = "runuser -u rabbitmq -- env HOME=/var/lib/rabbitmq rabbitmqctl"
 
 machine.wait_for_unit("switchboard.target")
-machine.wait_for_unit("rabbitmq-switchboard-user.service")
+machine.wait_for_unit("switchboard-rabbitmq-user.service")
 
 with subtest("the user exists with the password of the file, and the services name it"):
     users = machine.succeed(f"{rabbitmqctl} -q list_users")
@@ -37,7 +37,7 @@ with subtest("the user exists with the password of the file, and the services na
         assert "LoadCredential=amqp-password:/etc/switchboard-test/amqp-password" in dropin, dropin
         for prop in ["After", "Requires"]:
             deps = machine.succeed(f"systemctl show -P {prop} switchboard-{service}.service").split()
-            assert "rabbitmq-switchboard-user.service" in deps, f"{service} {prop}: {deps}"
+            assert "switchboard-rabbitmq-user.service" in deps, f"{service} {prop}: {deps}"
 
 with subtest("the listener consumes and the broker publishes as that user"):
     machine.wait_until_succeeds(f"{rabbitmqctl} -q list_connections user | grep -x switchboard", timeout=30)
