@@ -648,8 +648,7 @@ async fn a_rabbitmq_outage_is_502_and_the_broker_reconnects() {
     if servers_disabled() {
         return;
     }
-    use lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
+    use lapin::options::BasicGetOptions;
     // A node of its own: stopping the shared one would break other tests.
     let mut rabbit = tokio::task::spawn_blocking(switchboard_testkit::RabbitMq::start)
         .await
@@ -670,39 +669,7 @@ async fn a_rabbitmq_outage_is_502_and_the_broker_reconnects() {
             .await
             .expect("connect");
         let channel = connection.create_channel().await.expect("channel");
-        channel
-            .exchange_declare(
-                "logs_topic".into(),
-                lapin::ExchangeKind::Topic,
-                lapin::options::ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("exchange");
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                "logs_topic".into(),
-                "log.#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind");
+        switchboard_testkit::amqp_tap::bind_queue(&channel, Some(queue.as_str())).await;
         (connection, channel)
     };
     let (connection, _) = declare(amqp_url.clone(), queue.clone()).await;

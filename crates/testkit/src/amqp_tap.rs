@@ -10,7 +10,56 @@ use lapin::options::{
     BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, ConnectionProperties, Consumer, Queue};
+
+/// Declares `logs_topic` (with the services' own arguments: declaring twice
+/// is harmless, and the binding needs the exchange now) and a queue bound to
+/// it with `log.#`: exclusive and server-named, or durable under
+/// `durable_name`. Panics when RabbitMQ refuses.
+pub async fn bind_queue(channel: &Channel, durable_name: Option<&str>) -> Queue {
+    channel
+        .exchange_declare(
+            "logs_topic".into(),
+            lapin::ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare exchange");
+    let options = match durable_name {
+        Some(_) => QueueDeclareOptions {
+            durable: true,
+            ..QueueDeclareOptions::default()
+        },
+        None => QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        },
+    };
+    let queue = channel
+        .queue_declare(
+            durable_name.unwrap_or("").into(),
+            options,
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare queue");
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            "logs_topic".into(),
+            "log.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("bind queue");
+    queue
+}
 
 /// A queue bound to the `logs_topic` exchange with `log.#`, consumed without
 /// acknowledgements: exclusive and server-named, or durable under
@@ -28,49 +77,7 @@ impl EventTap {
             .await
             .expect("connect to rabbitmq");
         let channel = connection.create_channel().await.expect("channel");
-        // The services' own arguments: declaring twice is harmless, and the
-        // binding needs the exchange now.
-        channel
-            .exchange_declare(
-                "logs_topic".into(),
-                lapin::ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        let options = match durable_name {
-            Some(_) => QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            None => QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..QueueDeclareOptions::default()
-            },
-        };
-        let queue = channel
-            .queue_declare(
-                durable_name.unwrap_or("").into(),
-                options,
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare queue");
-        channel
-            .queue_bind(
-                queue.name().clone(),
-                "logs_topic".into(),
-                "log.#".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind queue");
+        let queue = bind_queue(&channel, durable_name).await;
         let consumer = channel
             .basic_consume(
                 queue.name().clone(),
