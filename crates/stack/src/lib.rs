@@ -645,7 +645,16 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
     for service in ServiceName::ALL {
         for spec in service.sockets() {
             let port = match options.service_ports {
-                ServicePorts::Free => 0,
+                // From the testkit's ledger, not port 0: the kernel may hand a
+                // bind(0) the port a dependency server (RabbitMQ's
+                // distribution port, say) was given and has not bound yet, or
+                // one another stack in this process has just closed.
+                ServicePorts::Free => switchboard_testkit::try_free_port().map_err(|source| {
+                    StackError::io(
+                        format!("choosing a free port for {service} ({})", spec.name),
+                        std::io::Error::other(source.to_string()),
+                    )
+                })?,
                 ServicePorts::Default { offset } => spec
                     .default_port
                     .checked_add(offset)
