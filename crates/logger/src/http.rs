@@ -1,5 +1,7 @@
 //! The HTTP door: `POST /log` (the original JSON API) and the read API for
 //! operators and tests (`GET /logs`, `GET /logs/{id}`), plus health endpoints.
+//! `GET /logs` pages by keyset: a full page carries `Link: <…&cursor=…>;
+//! rel="next"` (RFC 8288), so the body stays the bare array it always was.
 
 use std::sync::Arc;
 
@@ -18,7 +20,7 @@ use switchboard_wire::LogEntry;
 
 use crate::entry::MAX_ID_BYTES;
 use crate::ingest::{Ingest, IngestError};
-use crate::store::{RecentQuery, Store, StoreError};
+use crate::store::{Cursor, RecentQuery, Store, StoreError};
 
 /// `GET /logs` returns this many entries unless `limit` says otherwise.
 pub const DEFAULT_READ_LIMIT: u32 = 100;
@@ -96,6 +98,7 @@ struct RecentParams {
     limit: Option<String>,
     name: Option<String>,
     before: Option<String>,
+    cursor: Option<String>,
 }
 
 impl RecentParams {
@@ -119,10 +122,22 @@ impl RecentParams {
                 ))
             })?),
         };
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(token) => {
+                if before.is_some() {
+                    return Err(ApiError::bad_request(
+                        "before and cursor exclude each other: a cursor already says where the page starts",
+                    ));
+                }
+                Some(Cursor::parse(token).map_err(|err| ApiError::bad_request(err.to_string()))?)
+            }
+        };
         Ok(RecentQuery {
             limit: limit.min(max_limit),
             name: self.name,
             before,
+            after,
         })
     }
 }
@@ -135,8 +150,25 @@ async fn recent_logs(
         ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
     })?;
     let query = params.into_query(door.max_read_limit)?;
-    let entries = door.store.recent(&query).await.map_err(store_error)?;
-    Ok((StatusCode::OK, axum::Json(entries)).into_response())
+    let page = door.store.recent(&query).await.map_err(store_error)?;
+    let mut response = (StatusCode::OK, axum::Json(page.entries)).into_response();
+    if let Some(next) = page.next
+        && let Ok(link) = http::HeaderValue::try_from(next_link(&query, &next))
+    {
+        response.headers_mut().insert(http::header::LINK, link);
+    }
+    Ok(response)
+}
+
+/// `</logs?limit=…&name=…&cursor=…>; rel="next"`: the same read, one page on.
+fn next_link(query: &RecentQuery, next: &Cursor) -> String {
+    let mut params = form_urlencoded::Serializer::new(String::new());
+    params.append_pair("limit", &query.limit.to_string());
+    if let Some(name) = &query.name {
+        params.append_pair("name", name);
+    }
+    params.append_pair("cursor", &next.encode());
+    format!("</logs?{}>; rel=\"next\"", params.finish())
 }
 
 async fn one_log(State(door): State<Door>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -155,6 +187,7 @@ mod tests {
             limit: limit.map(Into::into),
             name: None,
             before: before.map(Into::into),
+            cursor: None,
         }
     }
 

@@ -81,6 +81,9 @@ pub struct MongoDb {
     /// Server selection timeout and the bound on every store operation; when
     /// the server is gone, writes fail after at most about this long.
     pub timeout_ms: u64,
+    /// The bound on a read (`GET /logs`, `GET /logs/{id}`), apart from the
+    /// writes' so that a slow read fails alone instead of marking the store down.
+    pub read_timeout_ms: u64,
     /// Entries older than this many days are deleted by a TTL index; `0` keeps
     /// everything. Servers without TTL indexes (FerretDB v1) skip it with a warning.
     pub retention_days: u32,
@@ -94,6 +97,7 @@ impl Default for MongoDb {
             database: "logs".to_owned(),
             collection: "logs".to_owned(),
             timeout_ms: 2_000,
+            read_timeout_ms: 5_000,
             retention_days: 0,
         }
     }
@@ -102,6 +106,10 @@ impl Default for MongoDb {
 impl MongoDb {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_millis(self.read_timeout_ms)
     }
 }
 

@@ -141,6 +141,113 @@ pub struct RecentQuery {
     pub name: Option<String>,
     /// Only entries created strictly before this instant.
     pub before: Option<DateTime>,
+    /// Only entries after this one in newest-first order: the next page.
+    pub after: Option<Cursor>,
+}
+
+/// One page of a newest-first read, and where the next one starts when the
+/// page is full (there may be more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub entries: Vec<StoredEntry>,
+    pub next: Option<Cursor>,
+}
+
+/// The position of one entry in newest-first order, `(created_at, _id)`: a
+/// keyset, so a page costs the same however deep it is and entries written
+/// meanwhile neither repeat nor go missing. Clients see it as an opaque token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    created_at: DateTime,
+    id: Bson,
+}
+
+impl Eq for Cursor {}
+
+/// A `cursor` that this logger did not hand out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "cursor {0:?} is not one this API handed out; pass the cursor of the previous reply's Link header unchanged"
+)]
+pub struct BadCursor(pub String);
+
+impl Cursor {
+    const VERSION: &str = "c1";
+
+    /// The cursor of a stored document; `None` for documents without a
+    /// `created_at` date (written by hand or by the Go original).
+    fn of(document: &Document) -> Option<Self> {
+        let created_at = *document.get_datetime("created_at").ok()?;
+        let id = match document.get("_id")? {
+            id @ (Bson::ObjectId(_) | Bson::String(_)) => id.clone(),
+            _ => return None,
+        };
+        Some(Self { created_at, id })
+    }
+
+    /// The token: hex of `c1:<millis>:<o|s>:<id>`, so it is URL-safe as is.
+    pub fn encode(&self) -> String {
+        let (kind, id) = match &self.id {
+            Bson::ObjectId(oid) => ('o', oid.to_hex()),
+            Bson::String(id) => ('s', id.clone()),
+            other => ('s', other.to_string()),
+        };
+        let plain = format!(
+            "{}:{}:{kind}:{id}",
+            Self::VERSION,
+            self.created_at.timestamp_millis()
+        );
+        plain.bytes().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    pub fn parse(token: &str) -> Result<Self, BadCursor> {
+        let bad = || BadCursor(token.chars().take(64).collect());
+        if token.len() % 2 != 0 || token.len() > 2 * 600 {
+            return Err(bad());
+        }
+        let bytes = (0..token.len())
+            .step_by(2)
+            .map(|at| {
+                token
+                    .get(at..at + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or_else(bad)?;
+        let plain = String::from_utf8(bytes).map_err(|_| bad())?;
+        let mut parts = plain.splitn(4, ':');
+        let (Some(Self::VERSION), Some(millis), Some(kind), Some(id)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let created_at = DateTime::from_millis(millis.parse().map_err(|_| bad())?);
+        let id = match kind {
+            "o" => Bson::ObjectId(ObjectId::parse_str(id).map_err(|_| bad())?),
+            "s" => Bson::String(id.to_owned()),
+            _ => return Err(bad()),
+        };
+        Ok(Self { created_at, id })
+    }
+
+    /// The entries after this one in `created_at: -1, _id: -1` order. Ids are
+    /// ObjectIds or strings, and BSON orders every string before every
+    /// ObjectId, while `$lt` only matches values of its own type: after an
+    /// ObjectId come the smaller ObjectIds and then all strings of the same
+    /// instant. Only `$or`, `$lt` and `$type`, which MongoDB and FerretDB both have.
+    fn filter(&self) -> Document {
+        let same_instant_after = match &self.id {
+            Bson::ObjectId(_) => doc! { "$or": [
+                { "_id": { "$lt": self.id.clone() } },
+                { "_id": { "$type": "string" } },
+            ] },
+            _ => doc! { "_id": { "$lt": self.id.clone() } },
+        };
+        doc! { "$or": [
+            { "created_at": { "$lt": self.created_at } },
+            { "$and": [ { "created_at": self.created_at }, same_instant_after ] },
+        ] }
+    }
 }
 
 /// The systemd credential holding the MongoDB password (`LoadCredential=`).
@@ -198,6 +305,7 @@ pub struct Store {
     database: Database,
     collection: Collection<Document>,
     timeout: Duration,
+    read_timeout: Duration,
 }
 
 impl Store {
@@ -235,6 +343,7 @@ impl Store {
             database,
             collection,
             timeout,
+            read_timeout: settings.read_timeout(),
         })
     }
 
@@ -250,6 +359,22 @@ impl Store {
             Err(_) => Err(StoreError::Unavailable(format!(
                 "{what}: no answer within {} ms",
                 self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Bounds a read by the read timeout.
+    async fn bounded_read<T>(
+        &self,
+        what: &str,
+        operation: impl IntoFuture<Output = mongodb::error::Result<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.read_timeout, operation.into_future()).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => Err(StoreError::Unavailable(format!("{what}: {err}"))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{what}: no answer within {} ms (mongodb.read_timeout_ms)",
+                self.read_timeout.as_millis()
             ))),
         }
     }
@@ -471,27 +596,55 @@ impl Store {
         }
     }
 
-    /// The newest entries, newest first.
-    pub async fn recent(&self, query: &RecentQuery) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut filter = Document::new();
+    /// The find of [`Store::recent`]: its filter and sort, which the
+    /// indexes of [`Store::prepare`] serve on MongoDB (`name` equality, then
+    /// `created_at` descending).
+    pub fn recent_filter(query: &RecentQuery) -> Document {
+        let mut conditions = Vec::new();
         if let Some(name) = &query.name {
-            filter.insert("name", name.as_str());
+            conditions.push(doc! { "name": name.as_str() });
         }
         if let Some(before) = query.before {
-            filter.insert("created_at", doc! { "$lt": before });
+            conditions.push(doc! { "created_at": { "$lt": before } });
         }
-        let documents: Vec<Document> = self
-            .bounded("find", async {
-                self.collection
-                    .find(filter)
-                    .sort(doc! { "created_at": -1, "_id": -1 })
-                    .limit(i64::from(query.limit))
-                    .await?
-                    .try_collect()
-                    .await
-            })
-            .await?;
-        Ok(documents.iter().map(stored_entry).collect())
+        if let Some(after) = &query.after {
+            conditions.push(after.filter());
+        }
+        match conditions.len() {
+            0 => Document::new(),
+            1 => conditions.remove(0),
+            _ => doc! { "$and": conditions },
+        }
+    }
+
+    /// Newest first, ties broken by `_id`, as the cursor expects.
+    pub fn recent_sort() -> Document {
+        doc! { "created_at": -1, "_id": -1 }
+    }
+
+    /// A page of the newest entries, newest first, bounded by the read
+    /// timeout rather than the write one: a slow read must not look like a
+    /// store outage, and writes must not wait behind it.
+    pub async fn recent(&self, query: &RecentQuery) -> Result<Page, StoreError> {
+        let filter = Self::recent_filter(query);
+        let find = async {
+            self.collection
+                .find(filter)
+                .sort(Self::recent_sort())
+                .limit(i64::from(query.limit))
+                .await?
+                .try_collect::<Vec<Document>>()
+                .await
+        };
+        let documents = self.bounded_read("find", find).await?;
+        let full = query.limit > 0 && documents.len() >= query.limit as usize;
+        let next = full
+            .then(|| documents.last().and_then(Cursor::of))
+            .flatten();
+        Ok(Page {
+            entries: documents.iter().map(stored_entry).collect(),
+            next,
+        })
     }
 
     /// One entry by id: an ObjectId in hex or a client's idempotency id.
@@ -502,7 +655,7 @@ impl Store {
             Err(_) => doc! { "_id": id },
         };
         let found = self
-            .bounded("find", self.collection.find_one(filter))
+            .bounded_read("find", self.collection.find_one(filter))
             .await?;
         Ok(found.as_ref().map(stored_entry))
     }

@@ -37,7 +37,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use switchboard_testkit::{MailHog, MongoDb, Postgres, RabbitMq};
+use switchboard_testkit::{
+    FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, RabbitMq,
+};
 
 pub use binaries::{BIN_DIR_ENV, build_service_binaries, default_bin_dir, service_binary};
 pub use error::{PortConflict, Result, StackError};
@@ -719,14 +721,26 @@ fn start_servers(
     terminal.progress(format!("starting {}", names.join(", ")));
     let persistent = matches!(options.state, StateDir::Persistent(_));
     let mongodb_server = options.mongodb_server;
+    let ferretdb_backend = match options.ferretdb_backend {
+        Some(backend) => backend,
+        None => FerretBackend::from_env().map_err(dependency_error(Dependency::MongoDb))?,
+    };
+    let durable = options.durable;
+    let postgres_in_stack = dependencies.contains(&Dependency::Postgres);
     let ports = options.dependency_ports;
     let management = options.rabbitmq_management;
     let started = Instant::now();
     let mut servers = Servers::default();
     let mut first_error = None;
     std::thread::scope(|scope| {
+        // FerretDB on PostgreSQL waits for the stack's PostgreSQL, which
+        // starts in well under a second, far sooner than RabbitMQ.
+        let (ferretdb_database, ferretdb_database_ready) = std::sync::mpsc::channel::<String>();
+        let ferretdb_on_postgres = dependencies.contains(&Dependency::MongoDb)
+            && mongodb_server != Some(MongoKind::Mongod)
+            && ferretdb_backend == FerretBackend::Postgresql;
         let postgres = dependencies.contains(&Dependency::Postgres).then(|| {
-            scope.spawn(|| {
+            scope.spawn(move || {
                 let mut builder = Postgres::builder();
                 if persistent {
                     builder = builder.dir(state.join("postgres"));
@@ -734,9 +748,21 @@ fn start_servers(
                 if let Some(ports) = ports {
                     builder = builder.port(ports.postgres);
                 }
-                builder
+                if let Some(durable) = durable {
+                    builder = builder.durable(durable);
+                }
+                let server = builder
                     .start()
-                    .map_err(dependency_error(Dependency::Postgres))
+                    .map_err(dependency_error(Dependency::Postgres))?;
+                if ferretdb_on_postgres {
+                    // Should this fail, the dropped sender tells FerretDB's
+                    // thread to give up; this error is the one reported.
+                    let url = server
+                        .ensure_database(FERRETDB_DATABASE)
+                        .map_err(dependency_error(Dependency::Postgres))?;
+                    let _ = ferretdb_database.send(url);
+                }
+                Ok(server)
             })
         });
         let rabbitmq = dependencies.contains(&Dependency::RabbitMq).then(|| {
@@ -759,10 +785,24 @@ fn start_servers(
             })
         });
         let mongodb = dependencies.contains(&Dependency::MongoDb).then(|| {
-            scope.spawn(|| {
-                let mut builder = MongoDb::builder();
+            scope.spawn(move || {
+                let mut builder = MongoDb::builder().ferret_backend(ferretdb_backend);
                 if let Some(kind) = mongodb_server {
                     builder = builder.kind(kind);
+                }
+                if ferretdb_on_postgres && postgres_in_stack {
+                    match ferretdb_database_ready.recv() {
+                        Ok(url) => builder = builder.postgresql_url(url),
+                        Err(_) => {
+                            return Err(StackError::io(
+                                "starting FerretDB on PostgreSQL",
+                                std::io::Error::other("the stack's PostgreSQL did not start"),
+                            ));
+                        }
+                    }
+                }
+                if let Some(durable) = durable {
+                    builder = builder.durable(durable);
                 }
                 if persistent {
                     builder = builder.dir(state.join("mongodb"));
@@ -834,7 +874,7 @@ fn start_servers(
         if let Some(handle) = mongodb {
             let outcome = handle.join().map(|result| {
                 result.map(|server| {
-                    let detail = format!("127.0.0.1:{} ({})", server.port(), server.kind());
+                    let detail = format!("127.0.0.1:{} ({})", server.port(), server.describe());
                     servers.mongodb = Some(Mutex::new(server));
                     detail
                 })
@@ -868,22 +908,10 @@ fn dependency_error(dependency: Dependency) -> impl Fn(switchboard_testkit::Erro
 }
 
 fn ensure_database(postgres: &Postgres, database: &str) -> Result<()> {
-    let wrap = |source| StackError::Dependency {
-        dependency: Dependency::Postgres,
-        source,
-    };
-    let exists = postgres
-        .psql(
-            "postgres",
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
-        )
-        .map_err(wrap)?;
-    if exists.trim() != "1" {
-        postgres
-            .psql("postgres", &format!("CREATE DATABASE \"{database}\""))
-            .map_err(wrap)?;
-    }
-    Ok(())
+    postgres
+        .ensure_database(database)
+        .map(drop)
+        .map_err(dependency_error(Dependency::Postgres))
 }
 
 /// Each selected service's binary in the configured (or default) folder.

@@ -15,7 +15,7 @@ use switchboard_stack::{
     Console, DEV_USER_EMAIL, DEV_USER_PASSWORD, DependencyPorts, ServiceName, ServicePorts, Stack,
     StackError, StackOptions,
 };
-use switchboard_testkit::MongoKind;
+use switchboard_testkit::{FerretBackend, MongoKind};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// Start Switchboard and its dependency servers on loopback for development.
@@ -51,6 +51,12 @@ struct Cli {
     /// runs on CPUs without AVX). Default: `mongod` if installed, else FerretDB.
     #[arg(long, value_enum, value_name = "SERVER")]
     mongodb_server: Option<MongoServer>,
+    /// FerretDB's backend: `postgresql` (a database of its own on the
+    /// stack's PostgreSQL), `sqlite` (fsync per commit) or `sqlite-normal`
+    /// (no fsync on commit: survives a crash of FerretDB, not of the machine).
+    /// Default: postgresql, the fastest and most durable (README, Performance).
+    #[arg(long, value_name = "BACKEND")]
+    store: Option<FerretBackend>,
     /// MailHog's SMTP port (overrides --port-offset).
     #[arg(long, value_name = "PORT")]
     smtp_port: Option<u16>,
@@ -191,6 +197,9 @@ fn options(cli: &Cli) -> Result<StackOptions, String> {
         Some(MongoServer::Mongod) => options = options.mongodb_server(MongoKind::Mongod),
         Some(MongoServer::Ferretdb) => options = options.mongodb_server(MongoKind::FerretDb),
         None => {}
+    }
+    if let Some(backend) = cli.store {
+        options = options.ferretdb_backend(backend);
     }
     if !cli.only.is_empty() {
         options = options.services(cli.only.iter().copied());

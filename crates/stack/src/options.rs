@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use switchboard_testkit::MongoKind;
+use switchboard_testkit::{FerretBackend, MongoKind};
 
 use crate::service::{Dependency, ServiceName};
 
@@ -101,6 +101,14 @@ pub struct StackOptions {
     /// installed, else FerretDB. FerretDB is the choice on CPUs without AVX,
     /// which current `mongod` builds require.
     pub mongodb_server: Option<MongoKind>,
+    /// FerretDB's backend; `None`: the test kit's default
+    /// ([`FerretBackend::from_env`]). With `postgresql`, FerretDB keeps its
+    /// documents in a database of its own (`ferretdb`) on the stack's
+    /// PostgreSQL when the stack runs one.
+    pub ferretdb_backend: Option<FerretBackend>,
+    /// Whether the dependency servers sync their commits to disk; `None`:
+    /// only with a persistent state folder (temporary stacks trade it for speed).
+    pub durable: Option<bool>,
     /// How long a service may take from spawn to `READY=1`.
     pub ready_timeout: Duration,
     /// How long a service may drain after SIGTERM before it gets SIGKILL.
@@ -125,6 +133,8 @@ impl StackOptions {
             seed_user: true,
             rabbitmq_management: false,
             mongodb_server: None,
+            ferretdb_backend: None,
+            durable: None,
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(15),
             interrupt: None,
@@ -178,6 +188,18 @@ impl StackOptions {
     /// Runs this MongoDB-protocol server instead of the detected one.
     pub fn mongodb_server(mut self, kind: MongoKind) -> Self {
         self.mongodb_server = Some(kind);
+        self
+    }
+
+    /// Keeps FerretDB's documents on this backend.
+    pub fn ferretdb_backend(mut self, backend: FerretBackend) -> Self {
+        self.ferretdb_backend = Some(backend);
+        self
+    }
+
+    /// Makes the dependency servers sync commits (or not) whatever the state folder.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = Some(durable);
         self
     }
 

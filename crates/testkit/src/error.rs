@@ -66,6 +66,10 @@ pub enum Error {
         tail: String,
     },
 
+    /// A setting (an environment variable, a builder value) is not valid.
+    #[error("{0}")]
+    Config(String),
+
     /// A fixed port (persistent mode) is already taken.
     #[error("{server}: port {port} on 127.0.0.1 is already in use (is another instance running?)")]
     PortInUse {

@@ -96,7 +96,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub use binary::{find_binary, find_binary_in};
 pub use error::{Error, Result};
 pub use mailhog::{MailHog, MailHogBuilder};
-pub use mongodb::{MongoDb, MongoDbBuilder, MongoKind};
+pub use mongodb::{
+    FERRETDB_BACKEND_ENV, FERRETDB_DATABASE, FerretBackend, MongoDb, MongoDbBuilder, MongoKind,
+};
 pub use postgres::{Postgres, PostgresBuilder};
 pub use process::process_alive;
 pub use rabbitmq::{RabbitMq, RabbitMqBuilder};

@@ -1,6 +1,7 @@
 //! A MongoDB wire-protocol server: `mongod` where it is installed, else
-//! FerretDB (SQLite backend) as built by `scripts/setup` (mongod is not
-//! packaged for Debian 12).
+//! FerretDB as built by `scripts/setup` (mongod is not packaged for Debian 12),
+//! on one of the backends of [`FerretBackend`]: PostgreSQL (the default, a
+//! private server in the FerretDB folder unless a database is given) or SQLite.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,14 +13,21 @@ use rustix::process::Signal;
 use crate::binary::find_binary;
 use crate::error::{Error, Result};
 use crate::net::{mongo_ping, port_is_free};
+use crate::postgres::Postgres;
 use crate::process::{Startup, Supervised, log_tail, looks_like_port_clash, startup_error};
 use crate::workdir::Workdir;
 use crate::{ServerOptions, shared_instance, try_free_port};
+
+/// Overrides [`FerretBackend::default`] for every FerretDB the test kit starts
+/// (`postgresql`, `sqlite` or `sqlite-normal`), so a suite can run on another backend.
+pub const FERRETDB_BACKEND_ENV: &str = "SWITCHBOARD_FERRETDB_BACKEND";
 
 const SERVER: &str = "mongodb";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const PORT_ATTEMPTS: usize = 3;
+/// FerretDB's database in a PostgreSQL of its own or of the dev stack's.
+pub const FERRETDB_DATABASE: &str = "ferretdb";
 
 /// Which server speaks the MongoDB protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,13 +56,89 @@ impl MongoKind {
     }
 }
 
+/// Where FerretDB keeps the documents. The benchmark's `store` scenario
+/// compares them; the default is the one it found best (see the README's
+/// Performance section).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FerretBackend {
+    /// PostgreSQL (FerretDB's `postgresql` handler): commits survive a
+    /// machine crash when the server is durable, and its write tail is the
+    /// shortest of the three.
+    #[default]
+    Postgresql,
+    /// SQLite files with FerretDB's defaults (WAL, `synchronous=FULL`): an
+    /// fsync on every commit, survives a power loss.
+    Sqlite,
+    /// SQLite files in WAL mode with `synchronous=NORMAL`: no fsync on
+    /// commit, survives a crash of FerretDB but not of the machine.
+    SqliteNormal,
+}
+
+impl FerretBackend {
+    pub const ALL: [FerretBackend; 3] = [Self::Postgresql, Self::Sqlite, Self::SqliteNormal];
+
+    /// `"postgresql"`, `"sqlite"` or `"sqlite-normal"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgresql => "postgresql",
+            Self::Sqlite => "sqlite",
+            Self::SqliteNormal => "sqlite-normal",
+        }
+    }
+
+    /// What a commit survives, in a few words.
+    pub fn durability(self) -> &'static str {
+        match self {
+            Self::Postgresql => "PostgreSQL's own (fsync per commit when durable)",
+            Self::Sqlite => "power loss (fsync per commit)",
+            Self::SqliteNormal => "process crash (no fsync on commit)",
+        }
+    }
+
+    /// [`FERRETDB_BACKEND_ENV`] if set, else the default.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(FERRETDB_BACKEND_ENV) {
+            Ok(value) if !value.is_empty() => value.parse(),
+            _ => Ok(Self::default()),
+        }
+    }
+}
+
+impl std::fmt::Display for FerretBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for FerretBackend {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|backend| backend.as_str() == value)
+            .ok_or_else(|| Error::Config(format!(
+                "unknown FerretDB backend {value:?}: expected postgresql, sqlite or sqlite-normal"
+            )))
+    }
+}
+
 /// A MongoDB-compatible server on 127.0.0.1, without authentication.
-/// Dropping it stops the server; a temporary folder is removed.
+/// Dropping it stops the server (and a private PostgreSQL behind FerretDB);
+/// a temporary folder is removed.
 #[derive(Debug)]
 pub struct MongoDb {
     workdir: Workdir,
     port: u16,
     kind: MongoKind,
+    /// FerretDB's backend; `None` for mongod.
+    backend: Option<FerretBackend>,
+    /// The PostgreSQL database FerretDB keeps the documents in.
+    postgresql_url: Option<String>,
+    /// Dropped after FerretDB (fields drop in order): FerretDB's own server
+    /// when no database was given.
+    private_postgres: Option<Postgres>,
+    durable: Option<bool>,
     binary: PathBuf,
     startup_timeout: Duration,
     process: Option<Supervised>,
@@ -66,6 +150,9 @@ pub struct MongoDbBuilder {
     dir: Option<PathBuf>,
     port: Option<u16>,
     kind: Option<MongoKind>,
+    backend: Option<FerretBackend>,
+    postgresql_url: Option<String>,
+    durable: Option<bool>,
     startup_timeout: Option<Duration>,
 }
 
@@ -86,6 +173,27 @@ impl MongoDbBuilder {
     /// Which server to run. Default: `mongod` if installed, else FerretDB.
     pub fn kind(mut self, kind: MongoKind) -> Self {
         self.kind = Some(kind);
+        self
+    }
+
+    /// FerretDB's backend. Default: [`FerretBackend::from_env`]. Ignored for mongod.
+    pub fn ferret_backend(mut self, backend: FerretBackend) -> Self {
+        self.backend = Some(backend);
+        self
+    }
+
+    /// The PostgreSQL database (which must exist) for the `postgresql`
+    /// backend. Default: a private server in `<dir>/postgres`.
+    pub fn postgresql_url(mut self, url: impl Into<String>) -> Self {
+        self.postgresql_url = Some(url.into());
+        self
+    }
+
+    /// Whether the private PostgreSQL syncs its commits (see
+    /// [`crate::PostgresBuilder::durable`]). Default: off for temporary
+    /// folders, on for persistent ones.
+    pub fn durable(mut self, durable: bool) -> Self {
+        self.durable = Some(durable);
         self
     }
 
@@ -110,17 +218,32 @@ impl MongoDbBuilder {
                 port,
             });
         }
+        let backend = match kind {
+            MongoKind::Mongod => None,
+            MongoKind::FerretDb => Some(match self.backend {
+                Some(backend) => backend,
+                None => FerretBackend::from_env()?,
+            }),
+        };
         let mut server = MongoDb {
             workdir,
             port: self.port.unwrap_or(0),
             kind,
+            backend,
+            postgresql_url: self.postgresql_url,
+            private_postgres: None,
+            durable: self.durable,
             binary,
             startup_timeout: self.startup_timeout.unwrap_or(DEFAULT_TIMEOUT),
             process: None,
         };
-        let data = server.data_dir();
-        std::fs::create_dir_all(&data)
-            .map_err(|e| Error::io(format!("creating {}", data.display()), e))?;
+        if backend == Some(FerretBackend::Postgresql) {
+            server.prepare_postgresql()?;
+        } else {
+            let data = server.data_dir();
+            std::fs::create_dir_all(&data)
+                .map_err(|e| Error::io(format!("creating {}", data.display()), e))?;
+        }
 
         let may_retry = server.workdir.is_temporary() && self.port.is_none();
         let mut attempt = 0;
@@ -189,6 +312,24 @@ impl MongoDb {
         self.kind
     }
 
+    /// FerretDB's backend; `None` for mongod.
+    pub fn ferret_backend(&self) -> Option<FerretBackend> {
+        self.backend
+    }
+
+    /// `"mongod"`, or FerretDB and its backend (`"ferretdb on postgresql"`).
+    pub fn describe(&self) -> String {
+        match self.backend {
+            None => self.kind().to_owned(),
+            Some(backend) => format!("{} on {backend}", self.kind()),
+        }
+    }
+
+    /// The private PostgreSQL behind FerretDB, when it has one.
+    pub fn private_postgres(&self) -> Option<&Postgres> {
+        self.private_postgres.as_ref()
+    }
+
     /// The server's folder: the data folder and `mongodb.log`.
     pub fn dir(&self) -> &Path {
         self.workdir.path()
@@ -226,6 +367,26 @@ impl MongoDb {
         self.launch()
     }
 
+    /// Starts the private PostgreSQL when no database was given, and creates
+    /// FerretDB's database in it on first use.
+    fn prepare_postgresql(&mut self) -> Result<()> {
+        if self.postgresql_url.is_some() {
+            return Ok(());
+        }
+        let mut builder = Postgres::builder();
+        if !self.workdir.is_temporary() {
+            builder = builder.dir(self.workdir.path().join("postgres"));
+        }
+        if let Some(durable) = self.durable {
+            builder = builder.durable(durable);
+        }
+        let postgres = builder.start()?;
+        let url = postgres.ensure_database(FERRETDB_DATABASE)?;
+        self.postgresql_url = Some(url);
+        self.private_postgres = Some(postgres);
+        Ok(())
+    }
+
     fn data_dir(&self) -> PathBuf {
         let name = match self.kind {
             MongoKind::Mongod => "db",
@@ -250,10 +411,22 @@ impl MongoDb {
                     .args(["--setParameter", "diagnosticDataCollectionEnabled=false"]);
             }
             MongoKind::FerretDb => {
-                command
-                    .args(["-listen-addr", &format!("127.0.0.1:{port}")])
-                    .arg("-sqlite-dir")
-                    .arg(self.data_dir());
+                command.args(["-listen-addr", &format!("127.0.0.1:{port}")]);
+                match (self.backend, &self.postgresql_url) {
+                    (Some(FerretBackend::Postgresql), Some(url)) => {
+                        command.args(["-postgresql-url", url]);
+                    }
+                    (backend, _) => {
+                        let synchronous = match backend {
+                            Some(FerretBackend::SqliteNormal) => "normal",
+                            _ => "full",
+                        };
+                        command
+                            .arg("-sqlite-dir")
+                            .arg(self.data_dir())
+                            .args(["-sqlite-synchronous", synchronous]);
+                    }
+                }
             }
         }
         let log = self.log_path();

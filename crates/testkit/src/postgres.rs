@@ -215,6 +215,18 @@ impl Postgres {
         Ok(self.url(&name))
     }
 
+    /// Creates `database` unless it exists, and returns its URL.
+    pub fn ensure_database(&self, database: &str) -> Result<String> {
+        let exists = self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+        )?;
+        if exists.trim() != "1" {
+            self.psql("postgres", &format!("CREATE DATABASE \"{database}\""))?;
+        }
+        Ok(self.url(database))
+    }
+
     /// Runs SQL with `psql` as the superuser on `database`, stopping at the
     /// first error, and returns the unaligned, tuples-only output (rows on
     /// lines, columns separated by `|`).

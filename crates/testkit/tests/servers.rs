@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::{
-    Error, MailHog, MongoDb, MongoKind, Postgres, RabbitMq, ServerOptions, free_port,
-    process_alive, servers_disabled, unique_name,
+    Error, FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, RabbitMq,
+    ServerOptions, free_port, process_alive, servers_disabled, unique_name,
 };
 
 fn port_closed(port: u16) -> bool {
@@ -597,6 +597,103 @@ mod mongodb {
         drop(server);
         assert!(!process_alive(pid));
         assert!(!dir.exists());
+    }
+
+    /// Each FerretDB backend keeps documents across a restart, and the
+    /// PostgreSQL one keeps them in PostgreSQL: its private server, or the
+    /// database it is given.
+    #[tokio::test]
+    async fn every_ferretdb_backend_keeps_documents_where_it_says() {
+        if servers_disabled()
+            || MongoKind::detect().map(|(kind, _)| kind).ok() != Some(MongoKind::FerretDb)
+        {
+            return;
+        }
+        let shared = Postgres::start().expect("postgres starts");
+        shared
+            .psql("postgres", "CREATE DATABASE given")
+            .expect("create database");
+        let builders = [
+            (
+                "postgresql",
+                MongoDb::builder().ferret_backend(FerretBackend::Postgresql),
+            ),
+            (
+                "postgresql",
+                MongoDb::builder()
+                    .ferret_backend(FerretBackend::Postgresql)
+                    .postgresql_url(shared.url("given")),
+            ),
+            (
+                "sqlite",
+                MongoDb::builder().ferret_backend(FerretBackend::Sqlite),
+            ),
+            (
+                "sqlite-normal",
+                MongoDb::builder().ferret_backend(FerretBackend::SqliteNormal),
+            ),
+        ];
+        for (expected, builder) in builders {
+            let mut server = builder.start().expect("ferretdb starts");
+            assert_eq!(server.describe(), format!("ferretdb on {expected}"));
+            let name = unique_name("kept");
+            let writer = client(&server.url()).await;
+            writer
+                .database(&name)
+                .collection::<Document>("c")
+                .insert_one(doc! { "v": 1 })
+                .await
+                .expect("insert");
+            writer.shutdown().await;
+            server.stop();
+            server.start_again().expect("starts again");
+            let reader = client(&server.url()).await;
+            let count = reader
+                .database(&name)
+                .collection::<Document>("c")
+                .count_documents(doc! {})
+                .await
+                .expect("count");
+            assert_eq!(count, 1, "{expected}");
+            reader.shutdown().await;
+            // FerretDB maps a MongoDB database to a PostgreSQL schema.
+            let schemas = "SELECT count(*) FROM information_schema.schemata WHERE schema_name = ";
+            let holder = match (server.ferret_backend(), server.private_postgres()) {
+                (Some(FerretBackend::Postgresql), Some(private)) => {
+                    Some(private.psql(FERRETDB_DATABASE, &format!("{schemas}'{name}'")))
+                }
+                (Some(FerretBackend::Postgresql), None) => {
+                    Some(shared.psql("given", &format!("{schemas}'{name}'")))
+                }
+                _ => None,
+            };
+            if let Some(found) = holder {
+                assert_eq!(found.expect("psql"), "1", "{expected}: no schema {name}");
+            } else {
+                assert!(
+                    server
+                        .dir()
+                        .join("sqlite")
+                        .join(format!("{name}.sqlite"))
+                        .exists()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_backend_is_refused_by_name() {
+        let err = "sqlite-fast".parse::<FerretBackend>().expect_err("unknown");
+        assert_eq!(
+            err.to_string(),
+            "unknown FerretDB backend \"sqlite-fast\": expected postgresql, sqlite or sqlite-normal"
+        );
+        for backend in FerretBackend::ALL {
+            assert_eq!(
+                backend.as_str().parse::<FerretBackend>().ok(),
+                Some(backend)
+            );
+        }
     }
 
     /// Asking for mongod explicitly either runs it or names the fix.
