@@ -114,7 +114,95 @@ pub async fn store_batched(
         })
         .collect();
     let mut stats = load::run(workers, spec).await;
+    // Counted in documents, so the CPU per operation is per document too.
     stats.ok *= batch as u64;
+    stats.issued *= batch as u64;
+    let _ = collection.drop().await;
+    Ok(stats)
+}
+
+/// Names the read scenarios spread entries over: a name query matches one
+/// entry in this many.
+pub const READ_NAMES: u64 = 100;
+
+/// The name of seeded entry `n`.
+pub fn read_name(n: u64) -> String {
+    format!("bench-read-{}", n % READ_NAMES)
+}
+
+/// Adds entries `from..to`, shaped like the logger's documents, with
+/// `insert_many` of 1,000: what a busy logger would have stored.
+pub async fn seed(
+    collection: &mongodb::Collection<mongodb::bson::Document>,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<()> {
+    let start = DateTime::now().timestamp_millis();
+    let mut next = from;
+    while next < to {
+        let end = (next + 1_000).min(to);
+        let documents = (next..end).map(|n| {
+            let at = DateTime::from_millis(start + i64::try_from(n).unwrap_or(i64::MAX) / 16);
+            doc! { "name": read_name(n), "data": format!("seeded entry {n} of the read benchmark"), "created_at": at, "updated_at": at }
+        });
+        collection
+            .insert_many(documents)
+            .ordered(false)
+            .await
+            .with_context(|| format!("seed entries {next}..{end}"))?;
+        next = end;
+    }
+    Ok(())
+}
+
+/// The logger's name read (`find {name}`, newest first, limit 5) straight on the store.
+pub struct NameReadWorker {
+    collection: mongodb::Collection<mongodb::bson::Document>,
+}
+
+impl Worker for NameReadWorker {
+    async fn call(&mut self, seq: u64) -> Result<(), String> {
+        use futures::TryStreamExt;
+        let found: Vec<mongodb::bson::Document> = self
+            .collection
+            .find(doc! { "name": read_name(seq) })
+            .sort(doc! { "created_at": -1, "_id": -1 })
+            .limit(5)
+            .await
+            .map_err(|err| err.to_string())?
+            .try_collect()
+            .await
+            .map_err(|err| err.to_string())?;
+        if found.len() == 5 {
+            Ok(())
+        } else {
+            Err(format!("found {} entries, not 5", found.len()))
+        }
+    }
+}
+
+/// Name reads on a collection seeded with `seeded` entries.
+pub async fn store_read(
+    mongodb_url: &str,
+    spec: LoadSpec,
+    seeded: u64,
+) -> anyhow::Result<RunStats> {
+    let collection = ceiling_collection(mongodb_url).await?;
+    collection
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "name": 1, "created_at": -1 })
+                .build(),
+        )
+        .await
+        .context("create the name index")?;
+    seed(&collection, 0, seeded).await?;
+    let workers = (0..spec.concurrency)
+        .map(|_| NameReadWorker {
+            collection: collection.clone(),
+        })
+        .collect();
+    let stats = load::run(workers, spec).await;
     let _ = collection.drop().await;
     Ok(stats)
 }

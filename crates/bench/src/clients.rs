@@ -22,12 +22,16 @@ use crate::load::Worker;
 /// Builds the JSON body of request `seq`.
 pub type BodyFn = Arc<dyn Fn(u64) -> Vec<u8> + Send + Sync>;
 
-/// One HTTP/1.1 connection sending `POST path` with a body per request and
-/// expecting `expect_status`.
+/// Builds the path (with its query) of GET request `seq`.
+pub type PathFn = Arc<dyn Fn(u64) -> String + Send + Sync>;
+
+/// One HTTP/1.1 connection sending `POST path` with a body per request (or a
+/// `GET` of a path per request) and expecting `expect_status`.
 pub struct HttpWorker {
     addr: SocketAddr,
     path: String,
     body: BodyFn,
+    get: Option<PathFn>,
     expect_status: u16,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
@@ -38,8 +42,17 @@ impl HttpWorker {
             addr,
             path: path.to_owned(),
             body,
+            get: None,
             expect_status,
             sender: None,
+        }
+    }
+
+    /// `GET` of `path(seq)` per request.
+    pub fn getter(addr: SocketAddr, path: PathFn, expect_status: u16) -> Self {
+        Self {
+            get: Some(path),
+            ..Self::new(addr, "/", Arc::new(|_| Vec::new()), expect_status)
         }
     }
 
@@ -68,11 +81,16 @@ impl Worker for HttpWorker {
             .ready()
             .await
             .map_err(|err| format!("connection not ready: {err}"))?;
-        let request = hyper::Request::post(&self.path)
-            .header("host", "bench")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from((self.body)(seq))))
-            .map_err(|err| err.to_string())?;
+        let request = match &self.get {
+            Some(path) => hyper::Request::get(path(seq))
+                .header("host", "bench")
+                .body(Full::new(Bytes::new())),
+            None => hyper::Request::post(&self.path)
+                .header("host", "bench")
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from((self.body)(seq)))),
+        }
+        .map_err(|err| err.to_string())?;
         let response = sender
             .send_request(request)
             .await

@@ -65,6 +65,10 @@ struct RunArgs {
     /// `listener.amqp.prefetch=256` (repeatable).
     #[arg(long = "set", value_parser = parse_setting)]
     settings: Vec<(ServiceName, String, String)>,
+    /// Entries in the log collection at which `logger-read` is measured
+    /// (seeded with insert_many, cumulatively), e.g. `10000,100000,1000000`.
+    #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+    read_sizes: Vec<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -100,6 +104,11 @@ fn options(args: &RunArgs, smoke: bool) -> SuiteOptions {
         bin_dir: args.bin_dir.clone(),
         only: args.only.clone(),
         settings: args.settings.clone(),
+        read_sizes: if smoke {
+            vec![1_000]
+        } else {
+            args.read_sizes.clone()
+        },
     }
 }
 

@@ -329,3 +329,32 @@ pub async fn broker_log_amqp(targets: &Targets, spec: LoadSpec) -> anyhow::Resul
         drain_time,
     })
 }
+
+/// `logger-read`: name reads through the logger's `GET /logs` while four
+/// connections keep writing through `POST /log`, on a collection of
+/// whatever size the caller seeded. Returns (reads, writes).
+pub async fn logger_read(targets: &Targets, spec: LoadSpec) -> (RunStats, RunStats) {
+    let readers = (0..spec.concurrency)
+        .map(|_| {
+            let path: crate::clients::PathFn =
+                Arc::new(|seq| format!("/logs?name={}&limit=5", crate::ceilings::read_name(seq)));
+            HttpWorker::getter(targets.logger_http, path, 200)
+        })
+        .collect();
+    let name = unique("bench-read-writes");
+    let body: BodyFn = Arc::new(move |seq| {
+        serde_json::json!({"name": name, "data": format!("written during reads {seq}")})
+            .to_string()
+            .into_bytes()
+    });
+    let writers = http_workers(targets.logger_http, "/log", body, 202, 4);
+    tokio::join!(load::run(readers, spec), load::run(writers, spec))
+}
+
+/// The logger's collection, for seeding the read scenario.
+pub async fn logs_collection(targets: &Targets) -> anyhow::Result<mongodb::Collection<Document>> {
+    let client = mongodb::Client::with_uri_str(&targets.mongodb_url)
+        .await
+        .context("connect to MongoDB")?;
+    Ok(client.database(&targets.logs_database).collection("logs"))
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow};
 use switchboard_stack::{ServiceName, Stack, StackOptions};
+use switchboard_testkit::{FerretBackend, MongoDb, MongoKind};
 
 use crate::ceilings;
 use crate::cpu::{CpuMeter, Tracked};
@@ -31,6 +32,9 @@ pub struct SuiteOptions {
     pub only: Option<Vec<String>>,
     /// Extra service settings: (service, `section.key`, value).
     pub settings: Vec<(ServiceName, String, String)>,
+    /// Collection sizes `logger-read` is measured at, ascending; the first
+    /// is also what the `store-*-read` rows seed.
+    pub read_sizes: Vec<u64>,
 }
 
 impl SuiteOptions {
@@ -51,9 +55,12 @@ const SERVICES: [ServiceName; 6] = [
 ];
 
 fn stack_options(options: &SuiteOptions) -> StackOptions {
+    // Durable like a production store: a temporary stack's PostgreSQL would
+    // otherwise skip fsync, and every log path would look faster than it is.
     let mut stack = StackOptions::temporary()
         .seed_user(true)
-        .rabbitmq_management(false);
+        .rabbitmq_management(false)
+        .durable(true);
     // The services' logs on stderr, e.g. with `--set logger.runtime.log_filter=debug`
     // to see the logger's batch sizes.
     if std::env::var_os("SWITCHBOARD_BENCH_CONSOLE").is_some() {
@@ -260,14 +267,26 @@ enum Load {
     BareHttp,
     StoreSingle,
     StoreBatched,
+    /// One FerretDB backend on a server of its own, durable.
+    Store(FerretBackend, StoreLoad),
     Bcrypt,
     Amqp,
     BrokerHit,
+    /// Name reads through the logger with writes running, at this many entries.
+    LoggerRead(u64),
     LoggerDirect(&'static str),
     BrokerLog(&'static str),
     /// Two rows: the broker's 202s and the events' way to the logger.
     BrokerLogAmqp,
     BrokerAuth,
+}
+
+/// What a `store-*` row measures on its backend.
+#[derive(Debug, Clone, Copy)]
+enum StoreLoad {
+    Single,
+    Batched,
+    Read,
 }
 
 /// One measured row: its name (what `--only` selects by prefix), what it
@@ -316,6 +335,40 @@ fn table(options: &SuiteOptions, threads: usize) -> Vec<Scenario> {
                 batched,
             )
         },
+    ];
+    let read_seed = options.read_sizes.first().copied().unwrap_or(10_000);
+    for backend in FerretBackend::ALL {
+        let durability = format!("FerretDB on {backend}: commits survive {}", backend.durability());
+        table.push(Scenario {
+            note: Some(durability.clone()),
+            ..row(
+                &format!("store-{backend}-single"),
+                "docs/s",
+                Load::Store(backend, StoreLoad::Single),
+                spec,
+            )
+        });
+        table.push(Scenario {
+            note: Some(format!(
+                "{durability}; {} documents per insert_many; latency is per batch",
+                options.batch
+            )),
+            ..row(
+                &format!("store-{backend}-batched"),
+                "docs/s",
+                Load::Store(backend, StoreLoad::Batched),
+                batched,
+            )
+        });
+        table.push(Scenario {
+            note: Some(format!(
+                "{durability}; find {{name}} newest first, limit 5, on {read_seed} entries over {} names",
+                ceilings::READ_NAMES
+            )),
+            ..row(&format!("store-{backend}-read"), "reads/s", Load::Store(backend, StoreLoad::Read), spec)
+        });
+    }
+    table.extend([
         Scenario {
             concurrency: threads,
             note: Some(format!(
@@ -331,7 +384,7 @@ fn table(options: &SuiteOptions, threads: usize) -> Vec<Scenario> {
             ..row("ceiling-amqp", "msgs/s", Load::Amqp, spec)
         },
         row("broker-hit", "req/s", Load::BrokerHit, spec),
-    ];
+    ]);
     for door in LOGGER_DOORS {
         let name = format!("logger-direct-{door}");
         table.push(row(&name, "req/s", Load::LoggerDirect(door), spec));
@@ -344,7 +397,117 @@ fn table(options: &SuiteOptions, threads: usize) -> Vec<Scenario> {
         table.push(row(&format!("broker-log-{via}"), "req/s", load, spec));
     }
     table.push(row("broker-auth", "req/s", Load::BrokerAuth, auth));
+    // Last: they grow the logger's collection for every later row.
+    for &size in &options.read_sizes {
+        table.push(Scenario {
+            note: Some(format!(
+                "GET /logs?name=…&limit=5 over {} names on {size} entries, while 4 connections write through POST /log",
+                ceilings::READ_NAMES
+            )),
+            ..row(&format!("logger-read-{}", size_label(size)), "reads/s", Load::LoggerRead(size), spec)
+        });
+    }
     table
+}
+
+/// `10k`, `1m`: a collection size as a row name shows it.
+fn size_label(size: u64) -> String {
+    match size {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}m", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// A FerretDB of its own on `backend`, syncing commits as production would.
+async fn store_server(backend: FerretBackend) -> anyhow::Result<MongoDb> {
+    tokio::task::spawn_blocking(move || {
+        MongoDb::builder()
+            .kind(MongoKind::FerretDb)
+            .ferret_backend(backend)
+            .durable(true)
+            .start()
+    })
+    .await?
+    .with_context(|| format!("start FerretDB on {backend}"))
+}
+
+/// Runs one `store-*` row on a server of its own, its CPU metered.
+async fn measure_store(
+    scenario: &Scenario,
+    options: &SuiteOptions,
+    backend: FerretBackend,
+    load: StoreLoad,
+) -> anyhow::Result<Vec<Row>> {
+    let server = store_server(backend).await?;
+    let mut processes = vec![Tracked {
+        label: "load generator".into(),
+        pid: std::process::id(),
+    }];
+    if let Some(pid) = server.pid() {
+        processes.push(Tracked {
+            label: "ferretdb".into(),
+            pid,
+        });
+    }
+    if let Some(pid) = server
+        .private_postgres()
+        .and_then(|postgres| postgres.pid())
+    {
+        processes.push(Tracked {
+            label: "postgresql".into(),
+            pid,
+        });
+    }
+    let url = server.url();
+    let read_seed = options.read_sizes.first().copied().unwrap_or(10_000);
+    // The seeding is not what the read row measures.
+    let meter_from_start = !matches!(load, StoreLoad::Read);
+    let meter = meter_from_start.then(|| CpuMeter::start(processes.clone()));
+    let stats = match load {
+        StoreLoad::Single => ceilings::store_single(&url, scenario.spec).await?,
+        StoreLoad::Batched => ceilings::store_batched(&url, scenario.spec, options.batch).await?,
+        StoreLoad::Read => ceilings::store_read(&url, scenario.spec, read_seed).await?,
+    };
+    let mut row = Row::from_stats(&scenario.name, scenario.unit, scenario.concurrency, &stats);
+    if let Some(meter) = meter {
+        row.attach_cpu(meter.finish(), stats.issued);
+    }
+    row.notes.extend(scenario.note.clone());
+    tokio::task::spawn_blocking(move || drop(server)).await?;
+    Ok(vec![row])
+}
+
+/// Seeds the logger's collection up to `size` entries, then measures
+/// `logger-read` on it.
+async fn measure_logger_read(
+    scenario: &Scenario,
+    stack: &Stack,
+    targets: &Targets,
+    size: u64,
+) -> anyhow::Result<Vec<Row>> {
+    let collection = scenarios::logs_collection(targets).await?;
+    let have = collection
+        .count_documents(mongodb::bson::doc! { "name": { "$regex": "^bench-read-[0-9]" } })
+        .await
+        .context("count seeded entries")?;
+    let seeding = Instant::now();
+    ceilings::seed(&collection, have, size).await?;
+    let seeded_in = seeding.elapsed();
+    let meter = CpuMeter::start(tracked(stack));
+    let (reads, writes) = scenarios::logger_read(targets, scenario.spec).await;
+    let mut row = Row::from_stats(&scenario.name, scenario.unit, scenario.concurrency, &reads);
+    row.attach_cpu(meter.finish(), reads.issued + writes.issued);
+    row.notes.extend(scenario.note.clone());
+    row.notes.push(format!(
+        "writes meanwhile: {:.0}/s, p99 {:.1} ms, {} errors; seeding {} entries took {:.1} s",
+        writes.throughput(),
+        writes.percentile_ms(0.99),
+        writes.errors,
+        size.saturating_sub(have),
+        seeded_in.as_secs_f64()
+    ));
+    Ok(vec![row])
 }
 
 /// Runs one scenario with the CPU of every process involved metered (bcrypt's
@@ -356,6 +519,11 @@ async fn measure(
     targets: &Targets,
 ) -> anyhow::Result<Vec<Row>> {
     let spec = scenario.spec;
+    match scenario.load {
+        Load::Store(backend, load) => return measure_store(scenario, options, backend, load).await,
+        Load::LoggerRead(size) => return measure_logger_read(scenario, stack, targets, size).await,
+        _ => {}
+    }
     let mut processes = tracked(stack);
     // Kept until the measurement is over.
     let mut bare = None;
@@ -385,6 +553,9 @@ async fn measure(
             ceilings::bcrypt_verifies(options.bcrypt_cost, scenario.concurrency, spec).await?
         }
         Load::Amqp => ceilings::amqp_confirm_ack(&targets.amqp_url, spec).await?,
+        Load::Store(..) | Load::LoggerRead(_) => {
+            anyhow::bail!("{} has a measurement of its own", scenario.name)
+        }
         Load::BrokerHit => scenarios::broker_hit(targets, spec).await,
         Load::LoggerDirect(door) => scenarios::logger_direct(targets, door, spec).await?,
         Load::BrokerLog(via) => scenarios::broker_log(targets, via, spec).await,

@@ -86,12 +86,12 @@ impl FerretBackend {
         }
     }
 
-    /// What a commit survives, in a few words.
+    /// What an acknowledged commit survives, in a few words.
     pub fn durability(self) -> &'static str {
         match self {
-            Self::Postgresql => "PostgreSQL's own (fsync per commit when durable)",
-            Self::Sqlite => "power loss (fsync per commit)",
-            Self::SqliteNormal => "process crash (no fsync on commit)",
+            Self::Postgresql => "a machine crash when PostgreSQL is durable (fsync per commit)",
+            Self::Sqlite => "a machine crash (fsync per commit)",
+            Self::SqliteNormal => "a crash of FerretDB, not of the machine (no fsync on commit)",
         }
     }
 
