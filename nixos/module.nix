@@ -408,6 +408,29 @@ in
           configuration; the flake's own allowance does not reach it).
         '';
       };
+      ferretdbBackend = mkOption {
+        type = types.enum [
+          "sqlite"
+          "sqlite-normal"
+          "postgresql"
+        ];
+        default = "sqlite";
+        example = "postgresql";
+        description = ''
+          Where the local FerretDB ({option}`services.switchboard.mongodb.server`
+          `ferretdb`) keeps the documents. `sqlite`: nixpkgs' default, SQLite
+          files in `/var/lib/ferretdb` with an fsync per commit. `sqlite-normal`:
+          the same files with `synchronous=NORMAL` (no fsync on commit: an
+          acknowledged entry survives a crash of FerretDB, not of the machine).
+          `postgresql`: FerretDB's PostgreSQL handler, in a database `ferretdb`
+          owned by the role `ferretdb` on the local
+          {option}`services.postgresql` (peer authentication over its socket),
+          which the benchmark measured as the fastest of the three, with the
+          shortest write tail and reads that are not a scan of SQLite files
+          (see the README's Performance section). The default stays `sqlite`
+          because entries already stored in SQLite are not moved by a change.
+        '';
+      };
     };
 
     rabbitmq = {
@@ -768,7 +791,16 @@ in
     (mkIf (localMongodb && cfg.mongodb.server == "ferretdb") {
       services.ferretdb = {
         enable = true;
-        settings.FERRETDB_LISTEN_ADDR = mkDefault "127.0.0.1:27017";
+        settings = {
+          FERRETDB_LISTEN_ADDR = mkDefault "127.0.0.1:27017";
+        }
+        // lib.optionalAttrs (cfg.mongodb.ferretdbBackend == "sqlite-normal") {
+          FERRETDB_SQLITE_URL = mkDefault "file:/var/lib/ferretdb/?_pragma=synchronous(normal)";
+        }
+        // lib.optionalAttrs (cfg.mongodb.ferretdbBackend == "postgresql") {
+          FERRETDB_HANDLER = mkDefault "pg";
+          FERRETDB_POSTGRESQL_URL = mkDefault "postgres://ferretdb@localhost:${toString pg.settings.port}/ferretdb?host=/run/postgresql";
+        };
       };
       # FerretDB has no readiness notification (Type=simple): without this,
       # "started" means "forked", and the logger's first connection races it.
@@ -789,6 +821,25 @@ in
           exit 1
         '';
       services.switchboard.logger.settings.mongodb.url = mkDefault "mongodb://127.0.0.1:27017";
+    })
+
+    (mkIf (localMongodb && cfg.mongodb.server == "ferretdb" && cfg.mongodb.ferretdbBackend == "postgresql") {
+      # FerretDB's unit has DynamicUser=yes: its user is named after the unit,
+      # ferretdb, which peer authentication maps to the role of that name.
+      services.postgresql = {
+        enable = true;
+        ensureDatabases = [ "ferretdb" ];
+        ensureUsers = [
+          {
+            name = "ferretdb";
+            ensureDBOwnership = true;
+          }
+        ];
+      };
+      systemd.services.ferretdb = {
+        after = [ "postgresql.target" ];
+        requires = [ "postgresql.target" ];
+      };
     })
 
     (mkIf localMailhog {

@@ -338,7 +338,10 @@ fn table(options: &SuiteOptions, threads: usize) -> Vec<Scenario> {
     ];
     let read_seed = options.read_sizes.first().copied().unwrap_or(10_000);
     for backend in FerretBackend::ALL {
-        let durability = format!("FerretDB on {backend}: commits survive {}", backend.durability());
+        let durability = format!(
+            "FerretDB on {backend}: commits survive {}",
+            backend.durability()
+        );
         table.push(Scenario {
             note: Some(durability.clone()),
             ..row(

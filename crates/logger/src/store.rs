@@ -202,7 +202,7 @@ impl Cursor {
 
     pub fn parse(token: &str) -> Result<Self, BadCursor> {
         let bad = || BadCursor(token.chars().take(64).collect());
-        if token.len() % 2 != 0 || token.len() > 2 * 600 {
+        if !token.len().is_multiple_of(2) || token.len() > 2 * 600 {
             return Err(bad());
         }
         let bytes = (0..token.len())

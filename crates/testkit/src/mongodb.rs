@@ -411,20 +411,27 @@ impl MongoDb {
                     .args(["--setParameter", "diagnosticDataCollectionEnabled=false"]);
             }
             MongoKind::FerretDb => {
-                command.args(["-listen-addr", &format!("127.0.0.1:{port}")]);
+                // Upstream's command line, which Switchboard's build speaks
+                // too: nixpkgs' `ferretdb` (under `nix run`) is upstream's.
+                command
+                    .arg(format!("--listen-addr=127.0.0.1:{port}"))
+                    .arg(format!("--state-dir={}", self.workdir.path().display()))
+                    .args(["--debug-addr=-", "--telemetry=disable"]);
                 match (self.backend, &self.postgresql_url) {
                     (Some(FerretBackend::Postgresql), Some(url)) => {
-                        command.args(["-postgresql-url", url]);
+                        command
+                            .arg("--handler=postgresql")
+                            .arg(format!("--postgresql-url={url}"));
                     }
                     (backend, _) => {
                         let synchronous = match backend {
                             Some(FerretBackend::SqliteNormal) => "normal",
                             _ => "full",
                         };
-                        command
-                            .arg("-sqlite-dir")
-                            .arg(self.data_dir())
-                            .args(["-sqlite-synchronous", synchronous]);
+                        command.arg("--handler=sqlite").arg(format!(
+                            "--sqlite-url=file:{}/?_pragma=synchronous({synchronous})",
+                            self.data_dir().display()
+                        ));
                     }
                 }
             }

@@ -235,6 +235,33 @@ def case_ferretdb(c):
     c.check(out["switchboard"]["logger"]["settings"]["mongodb"]["url"] == "mongodb://127.0.0.1:27017", "logger URL")
 
 
+
+def case_ferretdb_postgresql(c):
+    """FerretDB's pg handler on the local PostgreSQL: its database, its role, its ordering."""
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;\n"
+                         "services.switchboard.mongodb.ferretdbBackend = \"postgresql\";")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    svcs = out["services"]
+    settings = svcs.get("ferretdb", {}).get("settings", {})
+    c.check(settings.get("FERRETDB_HANDLER") == "pg", "ferretdb runs the pg handler")
+    c.check(settings.get("FERRETDB_POSTGRESQL_URL") == "postgres://ferretdb@localhost:5432/ferretdb?host=/run/postgresql",
+            "ferretdb reaches PostgreSQL over its socket as the role ferretdb")
+    c.check(sorted(svcs["postgresql"]["ensureDatabases"]) == ["ferretdb", "switchboard-auth"], "databases ferretdb and switchboard-auth")
+    c.check({"name": "ferretdb", "ensureDBOwnership": True, "ensureClauses": {}} in svcs["postgresql"]["ensureUsers"],
+            "role ferretdb owns its database")
+    ferretdb = out["systemd"]["services"].get("ferretdb", {})
+    c.check("postgresql.target" in ferretdb.get("after", []) and "postgresql.target" in ferretdb.get("requires", []),
+            "ferretdb.service after and requiring postgresql.target")
+    ok, out = c.evaluate("services.switchboard.mailhog.createLocally = true;\n"
+                         "services.switchboard.mongodb.ferretdbBackend = \"sqlite-normal\";")
+    if not ok:
+        return c.check(False, "sqlite-normal should evaluate:\n" + out)
+    settings = out["services"].get("ferretdb", {}).get("settings", {})
+    c.check(settings.get("FERRETDB_SQLITE_URL") == "file:/var/lib/ferretdb/?_pragma=synchronous(normal)",
+            "sqlite-normal: SQLite without fsync on commit")
+    c.check(settings.get("FERRETDB_HANDLER", "sqlite") == "sqlite", "sqlite-normal keeps nixpkgs' handler (sqlite)")
+
 def case_missing_dependencies(c):
     """Local dependency servers off and no addresses: one assertion per service and dependency."""
     ok, out = c.evaluate("""
@@ -487,7 +514,7 @@ def case_readme_examples(c):
 
 
 CASES = [case_readme_examples, case_defaults, case_mongodb, case_remote_relay_needs_allow_list, case_remote_dependencies_by_address,
-         case_lan_listen_addresses, case_rabbitmq_on_lan, case_exposed_frontend, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb,
+         case_lan_listen_addresses, case_rabbitmq_on_lan, case_exposed_frontend, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb, case_ferretdb_postgresql,
          case_missing_dependencies, case_broker_alone, case_listen_addresses,
          case_port_clash_and_warnings, case_type_errors, case_disabled]
 

@@ -1,9 +1,15 @@
 // Command ferretdb is Switchboard's build of FerretDB for development and tests:
-// a MongoDB wire-protocol server on one loopback TCP listener, telemetry off,
-// and no other listeners (no debug HTTP, no state file). Its backend is SQLite
-// (a folder of database files) or PostgreSQL (-postgresql-url), and SQLite's
-// commit durability is chosen with -sqlite-synchronous: the benchmark's
-// `store` scenario compares the three.
+// a MongoDB wire-protocol server on one TCP listener, telemetry off, and no
+// other listeners (no debug HTTP, no state file).
+//
+// It speaks upstream's command line (the subset below, as flags or as
+// FERRETDB_* variables, with upstream's defaults), so the test kit and the
+// system tests drive this build and nixpkgs' `ferretdb` (upstream's own
+// cmd/ferretdb) the same way: --listen-addr, --handler (postgresql, its
+// alias pg, or sqlite), --postgresql-url, --sqlite-url (a directory URI, which
+// may carry pragmas such as ?_pragma=synchronous(normal)), --log-level.
+// --state-dir, --debug-addr and --telemetry are accepted for compatibility
+// and have nothing to configure here.
 //
 // Upstream's cmd/ferretdb panics when built outside its own module ("Invalid
 // build/version/version.txt"), so we embed the library package instead; go.mod
@@ -15,11 +21,10 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
@@ -30,7 +35,7 @@ const ferretModule = "github.com/FerretDB/FerretDB"
 // recipeRevision changes whenever this program's flags or behaviour do, so
 // that scripts/setup rebuilds an installed binary of the same FerretDB
 // version built from an older recipe.
-const recipeRevision = 2
+const recipeRevision = 3
 
 // ferretVersion reports the FerretDB module version this binary was built
 // from, read from the build info so it can never drift from go.mod.
@@ -47,23 +52,37 @@ func ferretVersion() string {
 	return "unknown"
 }
 
+// setting declares a string flag whose default is the FERRETDB_* variable of
+// the same name when it is set, as upstream's command line does.
+func setting(name, fallback, usage string) *string {
+	variable := "FERRETDB_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	if value, ok := os.LookupEnv(variable); ok {
+		fallback = value
+	}
+	return flag.String(name, fallback, usage+" (env "+variable+")")
+}
+
 func main() {
-	listen := flag.String("listen-addr", "127.0.0.1:27017", "TCP address to serve the MongoDB wire protocol on")
-	dir := flag.String("sqlite-dir", "", "directory holding the SQLite databases (created if missing; required unless -postgresql-url)")
-	synchronous := flag.String("sqlite-synchronous", "full", "SQLite's synchronous pragma: full (fsync on every commit, survives a power loss) or normal (WAL without fsync on commit, survives a crash of the process, not of the machine)")
-	postgresqlURL := flag.String("postgresql-url", "", "use the PostgreSQL backend with this connection string (postgres://user@host:port/database) instead of SQLite")
-	debugLog := flag.Bool("debug", false, "log at debug level")
+	listen := setting("listen-addr", "127.0.0.1:27017", "TCP address to serve the MongoDB wire protocol on")
+	handler := setting("handler", "postgresql", "backend: postgresql (alias pg) or sqlite")
+	postgresqlURL := setting("postgresql-url", "postgres://127.0.0.1:5432/ferretdb", "PostgreSQL URL for the postgresql handler")
+	sqliteURL := setting("sqlite-url", "file:data/", "SQLite URI of an existing directory for the sqlite handler, e.g. file:/var/lib/ferretdb/?_pragma=synchronous(normal)")
+	logLevel := setting("log-level", "info", "debug, info, warn or error")
+	setting("state-dir", ".", "accepted for upstream compatibility; this build keeps no state file")
+	setting("debug-addr", "-", "accepted for upstream compatibility; this build serves no debug HTTP")
+	setting("telemetry", "disable", "accepted for upstream compatibility; telemetry is always off")
 	showVersion := flag.Bool("version", false, "print the FerretDB version and exit")
 	flag.Parse()
 
 	if *showVersion {
-		fmt.Printf("ferretdb %s (switchboard embedded build r%d, sqlite and postgresql backends)\n", ferretVersion(), recipeRevision)
+		fmt.Printf("ferretdb %s (switchboard embedded build r%d, postgresql and sqlite handlers)\n", ferretVersion(), recipeRevision)
 		return
 	}
 
-	level := slog.LevelInfo
-	if *debugLog {
-		level = slog.LevelDebug
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "ferretdb: --log-level %q: %v\n", *logLevel, err)
+		os.Exit(2)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 
@@ -72,25 +91,17 @@ func main() {
 		Logger:   logger,
 	}
 	var backend string
-	switch {
-	case *postgresqlURL != "" && *dir != "":
-		fmt.Fprintln(os.Stderr, "ferretdb: -sqlite-dir and -postgresql-url exclude each other")
-		os.Exit(2)
-	case *postgresqlURL != "":
+	switch *handler {
+	case "postgresql", "pg":
 		config.Handler = "postgresql"
 		config.PostgreSQLURL = *postgresqlURL
 		backend = "postgresql"
-	case *dir != "":
-		url, err := sqliteURL(*dir, *synchronous)
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "ferretdb: %v\n", err)
-			os.Exit(2)
-		}
+	case "sqlite":
 		config.Handler = "sqlite"
-		config.SQLiteURL = url
-		backend = "sqlite synchronous=" + *synchronous
+		config.SQLiteURL = *sqliteURL
+		backend = "sqlite " + *sqliteURL
 	default:
-		fmt.Fprintln(os.Stderr, "ferretdb: -sqlite-dir or -postgresql-url is required")
+		fmt.Fprintf(os.Stderr, "ferretdb: --handler must be postgresql (or pg) or sqlite, not %q\n", *handler)
 		os.Exit(2)
 	}
 
@@ -109,25 +120,4 @@ func main() {
 		os.Exit(1)
 	}
 	logger.Info("ferretdb stopped")
-}
-
-// sqliteURL is the SQLite backend's URI for dir (created if missing): a
-// directory with a trailing slash, and the synchronous pragma. FerretDB adds
-// its own defaults (WAL, busy timeout) to whatever pragmas are given.
-func sqliteURL(dir, synchronous string) (string, error) {
-	switch synchronous {
-	case "full", "normal":
-	default:
-		return "", fmt.Errorf("-sqlite-synchronous must be full or normal, not %q", synchronous)
-	}
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("bad -sqlite-dir %q: %v", dir, err)
-	}
-	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return "", fmt.Errorf("cannot create %s: %v", abs, err)
-	}
-	query := url.Values{}
-	query.Add("_pragma", "synchronous("+synchronous+")")
-	return "file:" + abs + "/?" + query.Encode(), nil
 }

@@ -231,20 +231,10 @@ def patch(summary):
 # --- store paths ---------------------------------------------------------------
 
 FERRETDB_WRAPPER = f"""#!/bin/bash
-# pkgs.ferretdb stand-in: FerretDB 1.24 reads FERRETDB_* variables; the build
-# in {FERRETDB} takes flags. Only the SQLite handler exists there.
-set -eu
-handler=${{FERRETDB_HANDLER:-pg}}
-if [ "$handler" != sqlite ]; then
-  echo "stand-in ferretdb: FERRETDB_HANDLER=$handler is not available here (sqlite only)" >&2
-  exit 1
-fi
-url=${{FERRETDB_SQLITE_URL:-file:data/}}
-dir=${{url#file:}}
-dir=${{dir%%\\?*}}
-args=(-listen-addr "${{FERRETDB_LISTEN_ADDR:-127.0.0.1:27017}}" -sqlite-dir "$dir")
-[ "${{FERRETDB_LOG_LEVEL:-}}" = debug ] && args+=(-debug)
-exec {FERRETDB} "${{args[@]}}" "$@"
+# pkgs.ferretdb stand-in: Switchboard's build in {FERRETDB} reads the same
+# FERRETDB_* variables and flags as upstream's FerretDB 1.24, with both the
+# postgresql (pg) and the sqlite handler.
+exec {FERRETDB} "$@"
 """
 
 MONGOD_WRAPPER = f"""#!/bin/bash
@@ -273,10 +263,12 @@ if [ -n "$config" ]; then
   done < "$config"
 fi
 case $bind in *:*) listen="[$bind]:$port" ;; *) listen="$bind:$port" ;; esac
+mkdir -p "$db"
+args=(--listen-addr="$listen" --handler=sqlite --sqlite-url="file:$db/" --state-dir="$db")
 if [ -z "$fork" ]; then
-  exec {FERRETDB} -listen-addr "$listen" -sqlite-dir "$db"
+  exec {FERRETDB} "${{args[@]}}"
 fi
-setsid {FERRETDB} -listen-addr "$listen" -sqlite-dir "$db" </dev/null &
+setsid {FERRETDB} "${{args[@]}}" </dev/null &
 child=$!
 # mongod --fork returns once the server accepts connections.
 for _ in $(seq 600); do
