@@ -2,6 +2,15 @@
 //! logger's RPC door (tarpc, one multiplexed TCP connection, rebuilt after it
 //! dies) or its HTTP door (a pooled reqwest client).
 //!
+//! Over RPC, the events of concurrent deliveries are coalesced: a batcher
+//! task takes whatever has queued up (at most `logger.batch_max`) into one
+//! `log_entries` call, with at most `logger.batch_calls` calls running. A
+//! lone event goes out at once; batches only form from events that arrive
+//! while calls run, so latency at low load is that of a single call while a
+//! busy listener pays one call per batch instead of one per event. Each
+//! event still gets its own outcome, so the consumer acks, requeues or
+//! dead-letters every message on its own.
+//!
 //! Every outcome is sorted into what the consumer must do with the message:
 //! stored (ack), refused for good (dead-letter), or not stored this time
 //! (requeue and back off).
@@ -11,7 +20,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_wire::LogEntry;
-use switchboard_wire::rpc::{RpcConnection, RpcError};
+use switchboard_wire::rpc::{BatchedEntry, RpcConnection, RpcError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::settings::{Logger, LoggerVia};
 
@@ -42,11 +52,19 @@ pub struct LoggerClient {
 enum Door {
     /// The shared connection (`switchboard_wire::rpc`), dialled on the first
     /// event and replaced after it failed or timed out.
-    Rpc(RpcConnection),
+    Rpc(Arc<RpcConnection>),
+    /// The same connection behind the batcher task (`logger.batch_max` > 1).
+    BatchedRpc(mpsc::Sender<Queued>),
     Http {
         client: reqwest::Client,
         log_url: String,
     },
+}
+
+/// An event waiting for the batcher, and where its outcome goes.
+struct Queued {
+    entry: BatchedEntry,
+    outcome: oneshot::Sender<Result<(), ForwardError>>,
 }
 
 /// The body of `POST /log`.
@@ -65,11 +83,28 @@ struct Envelope {
 }
 
 impl LoggerClient {
-    /// Builds the client; nothing is dialled until the first event.
+    /// Builds the client; nothing is dialled until the first event. Over
+    /// RPC with batching, this spawns the batcher, which ends once every
+    /// clone of the client is dropped.
     pub fn new(settings: &Logger) -> Result<Self, reqwest::Error> {
         let timeout = settings.timeout();
         let door = match settings.via {
-            LoggerVia::Rpc => Door::Rpc(RpcConnection::new(settings.rpc_addr.clone())),
+            LoggerVia::Rpc if settings.batch_max > 1 => {
+                let connection = Arc::new(RpcConnection::new(settings.rpc_addr.clone()));
+                // Every delivery in flight holds at most one queued event,
+                // so the prefetch already bounds this queue; the capacity
+                // only keeps a burst from allocating one slot at a time.
+                let (queue, events) = mpsc::channel(settings.batch_max * settings.batch_calls);
+                tokio::spawn(run_batches(
+                    connection,
+                    events,
+                    settings.batch_max,
+                    settings.batch_calls,
+                    timeout,
+                ));
+                Door::BatchedRpc(queue)
+            }
+            LoggerVia::Rpc => Door::Rpc(Arc::new(RpcConnection::new(settings.rpc_addr.clone()))),
             LoggerVia::Http => Door::Http {
                 client: reqwest::Client::builder()
                     .timeout(timeout)
@@ -92,6 +127,7 @@ impl LoggerClient {
     ) -> Result<(), ForwardError> {
         match &*self.door {
             Door::Rpc(connection) => forward_rpc(connection, entry, request_id, self.timeout).await,
+            Door::BatchedRpc(queue) => forward_batched(queue, entry, request_id).await,
             Door::Http { client, log_url } => {
                 forward_http(client, log_url, entry, request_id).await
             }
@@ -115,10 +151,7 @@ async fn forward_rpc(
     let call = connected.client.log_entry(context, entry.clone());
     let outcome = tokio::time::timeout(timeout + Duration::from_millis(500), call).await;
     match outcome {
-        Ok(Ok(Ok(_reply))) => Ok(()),
-        Ok(Ok(Err(err @ RpcError::Invalid(_)))) => Err(ForwardError::Refused(err.to_string())),
-        Ok(Ok(Err(RpcError::Conflict(message)))) => Err(ForwardError::Conflict(message)),
-        Ok(Ok(Err(RpcError::Unavailable(message)))) => Err(ForwardError::Unavailable(message)),
+        Ok(Ok(reply)) => verdict(reply),
         Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
             // A connection that times out may be half-open; a fresh one
             // costs one connect and rules that out.
@@ -135,6 +168,121 @@ async fn forward_rpc(
                 connection.addr()
             )))
         }
+    }
+}
+
+async fn forward_batched(
+    queue: &mpsc::Sender<Queued>,
+    entry: &LogEntry,
+    request_id: Option<&str>,
+) -> Result<(), ForwardError> {
+    let (outcome, answer) = oneshot::channel();
+    let queued = Queued {
+        entry: BatchedEntry {
+            entry: entry.clone(),
+            request_id: request_id.map(str::to_owned),
+        },
+        outcome,
+    };
+    let gone = || ForwardError::Unavailable("the listener is stopping".to_owned());
+    queue.send(queued).await.map_err(|_| gone())?;
+    answer.await.unwrap_or_else(|_| Err(gone()))
+}
+
+/// The batcher: one call per batch of whatever queued up, at most `calls`
+/// calls at once. A permit is taken before the next batch is collected, so
+/// while every call is busy, events pile up into the next batch.
+async fn run_batches(
+    connection: Arc<RpcConnection>,
+    mut events: mpsc::Receiver<Queued>,
+    batch_max: usize,
+    calls: usize,
+    timeout: Duration,
+) {
+    let running = Arc::new(Semaphore::new(calls));
+    loop {
+        let Ok(permit) = running.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(batch_max);
+        if events.recv_many(&mut batch, batch_max).await == 0 {
+            return;
+        }
+        let connection = connection.clone();
+        tokio::spawn(async move {
+            forward_batch(&connection, batch, timeout).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Sends one batch and hands every event its own outcome.
+async fn forward_batch(connection: &RpcConnection, batch: Vec<Queued>, timeout: Duration) {
+    let (entries, outcomes): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|queued| (queued.entry, queued.outcome))
+        .unzip();
+    let count = entries.len();
+    let settle = |outcome: Result<(), ForwardError>, senders: Vec<oneshot::Sender<_>>| {
+        for sender in senders {
+            // The delivery's task is gone (shutdown): nothing to tell it.
+            let _ = sender.send(outcome.clone());
+        }
+    };
+    let connected = match connection.get(timeout).await {
+        Ok(connected) => connected,
+        Err(err) => return settle(Err(ForwardError::Unavailable(err.to_string())), outcomes),
+    };
+    let context = switchboard_wire::rpc::context(None, timeout);
+    let call = connected.client.log_entries(context, entries);
+    let replies = match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
+        Ok(Ok(Ok(replies))) => replies,
+        Ok(Ok(Err(refused))) => {
+            // The call itself was refused (more entries than the logger
+            // takes): a misconfiguration, not a verdict on the events.
+            tracing::error!(error = %refused, count, "the logger refused a whole batch");
+            return settle(
+                Err(ForwardError::Unavailable(refused.to_string())),
+                outcomes,
+            );
+        }
+        Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
+            connection.discard(connected.generation);
+            let why = format!("no answer from {} within {timeout:?}", connection.addr());
+            return settle(Err(ForwardError::Unavailable(why)), outcomes);
+        }
+        Ok(Err(err)) => {
+            connection.discard(connected.generation);
+            let why = format!("RPC connection to {} failed: {err}", connection.addr());
+            return settle(Err(ForwardError::Unavailable(why)), outcomes);
+        }
+    };
+    if replies.len() != count {
+        tracing::error!(
+            sent = count,
+            answered = replies.len(),
+            "the logger answered a batch with another number of outcomes"
+        );
+    }
+    let mut replies = replies.into_iter();
+    for sender in outcomes {
+        let outcome = match replies.next() {
+            Some(reply) => verdict(reply),
+            None => Err(ForwardError::Unavailable(
+                "the logger gave this event no outcome".to_owned(),
+            )),
+        };
+        let _ = sender.send(outcome);
+    }
+}
+
+/// What the logger's answer for one entry means for its message.
+fn verdict(reply: Result<String, RpcError>) -> Result<(), ForwardError> {
+    match reply {
+        Ok(_) => Ok(()),
+        Err(err @ RpcError::Invalid(_)) => Err(ForwardError::Refused(err.to_string())),
+        Err(RpcError::Conflict(message)) => Err(ForwardError::Conflict(message)),
+        Err(RpcError::Unavailable(message)) => Err(ForwardError::Unavailable(message)),
     }
 }
 

@@ -88,6 +88,14 @@ pub struct Logger {
     pub http_url: String,
     /// Bound on every call to the logger, connecting included.
     pub timeout_ms: u64,
+    /// Over RPC, events in flight are forwarded many per call
+    /// (`log_entries`): at most this many in one call, and each still gets
+    /// its own outcome. 1 sends one `log_entry` call per event.
+    pub batch_max: usize,
+    /// Over RPC, how many `log_entries` calls may run at once; a batch forms
+    /// from the events that arrive while they run, so a lone event still
+    /// goes out at once.
+    pub batch_calls: usize,
 }
 
 impl Default for Logger {
@@ -97,6 +105,8 @@ impl Default for Logger {
             rpc_addr: "127.0.0.1:5001".to_owned(),
             http_url: "http://127.0.0.1:8082".to_owned(),
             timeout_ms: 5_000,
+            batch_max: 64,
+            batch_calls: 4,
         }
     }
 }
@@ -164,6 +174,10 @@ pub enum InvalidSetting {
     DeliveryLimitOutOfRange,
     #[error("logger.timeout_ms must be at least 1")]
     ZeroTimeout,
+    #[error("logger.batch_max must be between 1 and {max}", max = switchboard_wire::rpc::MAX_BATCH_ENTRIES)]
+    BatchMaxOutOfRange,
+    #[error("logger.batch_calls must be at least 1")]
+    ZeroBatchCalls,
     #[error("logger.rpc_addr {0:?} is not host:port")]
     RpcAddr(String),
     #[error("logger.http_url {0:?} is not an http:// or https:// URL")]
@@ -216,6 +230,12 @@ impl Settings {
         if logger.timeout_ms == 0 {
             return Err(InvalidSetting::ZeroTimeout);
         }
+        if !(1..=switchboard_wire::rpc::MAX_BATCH_ENTRIES).contains(&logger.batch_max) {
+            return Err(InvalidSetting::BatchMaxOutOfRange);
+        }
+        if logger.batch_calls == 0 {
+            return Err(InvalidSetting::ZeroBatchCalls);
+        }
         let port_ok = logger
             .rpc_addr
             .rsplit_once(':')
@@ -252,6 +272,8 @@ mod tests {
         assert_eq!(settings.logger.rpc_addr, "127.0.0.1:5001");
         assert_eq!(settings.logger.http_url, "http://127.0.0.1:8082");
         assert_eq!(settings.logger.timeout_ms, 5_000);
+        assert_eq!(settings.logger.batch_max, 64);
+        assert_eq!(settings.logger.batch_calls, 4);
         assert_eq!(settings.validate(), Ok(()));
     }
 
@@ -309,6 +331,14 @@ mod tests {
         let mut settings = Settings::default();
         settings.amqp.prefetch = 0;
         assert_eq!(settings.validate(), Err(InvalidSetting::ZeroPrefetch));
+        let mut settings = Settings::default();
+        settings.logger.batch_max = 0;
+        assert_eq!(settings.validate(), Err(InvalidSetting::BatchMaxOutOfRange));
+        settings.logger.batch_max = switchboard_wire::rpc::MAX_BATCH_ENTRIES + 1;
+        assert_eq!(settings.validate(), Err(InvalidSetting::BatchMaxOutOfRange));
+        let mut settings = Settings::default();
+        settings.logger.batch_calls = 0;
+        assert_eq!(settings.validate(), Err(InvalidSetting::ZeroBatchCalls));
         let mut settings = Settings::default();
         settings.logger.rpc_addr = "localhost".into();
         assert!(

@@ -425,6 +425,10 @@ async fn a_store_outage_spends_no_deliveries() {
 struct PoisonedLogger {
     stored: std::sync::Arc<std::sync::Mutex<Vec<switchboard_wire::LogEntry>>>,
     poison_attempts: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// Entries per `log_entries` call, in the order the calls arrived.
+    batches: std::sync::Arc<std::sync::Mutex<Vec<usize>>>,
+    /// When set, every `log_entries` call takes a permit before it answers.
+    gate: Option<std::sync::Arc<tokio::sync::Semaphore>>,
 }
 
 impl switchboard_wire::rpc::LogRpc for PoisonedLogger {
@@ -442,6 +446,11 @@ impl switchboard_wire::rpc::LogRpc for PoisonedLogger {
         _: tarpc::context::Context,
         entry: switchboard_wire::LogEntry,
     ) -> Result<String, switchboard_wire::rpc::RpcError> {
+        if entry.name == "refused" {
+            return Err(switchboard_wire::rpc::RpcError::Invalid(
+                "the stand-in refuses this one".into(),
+            ));
+        }
         if entry.name == "poison" {
             self.poison_attempts
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -452,6 +461,28 @@ impl switchboard_wire::rpc::LogRpc for PoisonedLogger {
         let reply = switchboard_wire::rpc::processed_reply(&entry.name);
         self.stored.lock().expect("lock").push(entry);
         Ok(reply)
+    }
+
+    /// Each entry as `log_entry` would answer it: the poison fails alone,
+    /// its batch-mates are stored.
+    async fn log_entries(
+        self,
+        ctx: tarpc::context::Context,
+        entries: Vec<switchboard_wire::rpc::BatchedEntry>,
+    ) -> Result<Vec<Result<String, switchboard_wire::rpc::RpcError>>, switchboard_wire::rpc::RpcError>
+    {
+        self.batches.lock().expect("lock").push(entries.len());
+        if let Some(gate) = &self.gate {
+            gate.acquire()
+                .await
+                .expect("the gate is never closed")
+                .forget();
+        }
+        let mut outcomes = Vec::with_capacity(entries.len());
+        for batched in entries {
+            outcomes.push(self.clone().log_entry(ctx, batched.entry).await);
+        }
+        Ok(outcomes)
     }
 }
 
@@ -537,6 +568,87 @@ async fn a_message_that_keeps_failing_is_dead_lettered_after_the_delivery_limit(
     assert_eq!(ids.len(), published as usize);
     publisher.close().await;
     listener.stop().await.expect("clean stop");
+}
+
+/// Deliveries that arrive while a call to the logger runs go out together in
+/// the next `log_entries` call, and each is settled on its own: the stored
+/// ones acked, the one the logger refuses dead-lettered alone, with its own
+/// reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_in_flight_are_forwarded_in_batches_and_settled_one_by_one() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    const EVENTS: usize = 100;
+    let (amqp_url, _) = fresh_vhost();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let logger = PoisonedLogger {
+        gate: Some(gate.clone()),
+        ..PoisonedLogger::default()
+    };
+    let rpc = serve_poisoned_logger(logger.clone()).await;
+    let unused_http = std::net::SocketAddr::from(([127, 0, 0, 1], 9));
+    let mut settings = listener_settings(&amqp_url, rpc, unused_http, LoggerVia::Rpc);
+    settings.logger.batch_max = 64;
+    settings.logger.batch_calls = 1;
+    let listener = Listener::spawn(settings);
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("batched");
+    publisher
+        .event("log.INFO", &name, "first", &format!("{name}-first"))
+        .await;
+    // The first event's call is held at the gate; everything published now
+    // is delivered (prefetch 256) and waits for the next call.
+    wait_for("the first call at the logger", PATIENCE, || async {
+        (!logger.batches.lock().expect("lock").is_empty()).then_some(())
+    })
+    .await;
+    for at in 1..EVENTS {
+        publisher
+            .event("log.INFO", &name, "good", &format!("{name}-{at}"))
+            .await;
+    }
+    publisher
+        .event("log.INFO", "refused", "bad", &format!("{name}-refused"))
+        .await;
+    wait_for(
+        "every event delivered to the listener",
+        PATIENCE,
+        || async { (ready_messages(&amqp_url, "logs").await? == 0).then_some(()) },
+    )
+    .await;
+    gate.add_permits(1_000);
+
+    wait_for("every good event stored", PATIENCE, || async {
+        let stored = logger.stored.lock().expect("lock");
+        (stored.iter().filter(|entry| entry.name == name).count() == EVENTS).then_some(())
+    })
+    .await;
+    let batches = logger.batches.lock().expect("lock").clone();
+    assert_eq!(batches[0], 1, "a lone event goes out at once: {batches:?}");
+    assert!(
+        batches.iter().any(|&size| size > 1) && batches.len() < EVENTS / 4,
+        "{EVENTS} events in {} calls: {batches:?}",
+        batches.len()
+    );
+    assert!(batches.iter().all(|&size| size <= 64), "{batches:?}");
+    let (body, headers) = wait_for("the refused event in logs.dead", PATIENCE, || {
+        take_one(&amqp_url, "logs.dead")
+    })
+    .await;
+    assert!(String::from_utf8_lossy(&body).contains("refused"));
+    assert_eq!(
+        dead_letter_reason(&headers),
+        (
+            "invalid".to_owned(),
+            "invalid log entry: the stand-in refuses this one".to_owned()
+        )
+    );
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    assert_eq!(passive_declare(&amqp_url, "logs").await, Some((0, 0)));
 }
 
 /// A classic queue left by an older deployment, with the dead-letter exchange

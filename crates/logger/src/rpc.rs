@@ -28,7 +28,8 @@ use switchboard_runtime::Shutdown;
 use switchboard_runtime::limits::ConnectionLimit;
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::{
-    LogRpc, LogRpcRequest, LogRpcResponse, RpcError, processed_reply, request_id, transport,
+    BatchedEntry, LogRpc, LogRpcRequest, LogRpcResponse, MAX_BATCH_ENTRIES, RpcError,
+    processed_reply, request_id, transport,
 };
 
 use crate::ingest::{Ingest, IngestError};
@@ -54,6 +55,17 @@ impl RpcDoor {
         id: Option<String>,
     ) -> Result<String, RpcError> {
         let request_id = request_id(&ctx).unwrap_or_else(|| "-".to_owned());
+        self.store(method, request_id, name, data, id).await
+    }
+
+    async fn store(
+        self,
+        method: &'static str,
+        request_id: String,
+        name: String,
+        data: String,
+        id: Option<String>,
+    ) -> Result<String, RpcError> {
         let span = tracing::info_span!("rpc", method, request_id = %request_id);
         async move {
             match self.ingest.log(name, data, id).await {
@@ -88,6 +100,33 @@ impl LogRpc for RpcDoor {
     async fn log_entry(self, ctx: Context, entry: LogEntry) -> Result<String, RpcError> {
         self.handle(ctx, "log_entry", entry.name, entry.data, entry.id)
             .await
+    }
+
+    /// Every entry goes to the group-commit writer at once, so a batch
+    /// becomes one `insert_many` (or a few, around `batching.max_batch`) and
+    /// each entry still gets the outcome a lone `log_entry` would have had.
+    async fn log_entries(
+        self,
+        ctx: Context,
+        entries: Vec<BatchedEntry>,
+    ) -> Result<Vec<Result<String, RpcError>>, RpcError> {
+        if entries.len() > MAX_BATCH_ENTRIES {
+            return Err(RpcError::Invalid(format!(
+                "a log_entries call holds at most {MAX_BATCH_ENTRIES} entries; this one held {}",
+                entries.len()
+            )));
+        }
+        let call_request_id = request_id(&ctx);
+        let writes = entries.into_iter().map(|batched| {
+            let request_id = batched
+                .request_id
+                .or_else(|| call_request_id.clone())
+                .unwrap_or_else(|| "-".to_owned());
+            let entry = batched.entry;
+            self.clone()
+                .store("log_entries", request_id, entry.name, entry.data, entry.id)
+        });
+        Ok(futures::future::join_all(writes).await)
     }
 }
 

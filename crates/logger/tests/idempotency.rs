@@ -12,7 +12,7 @@ use serde_json::json;
 use switchboard_logger::entry::EntryRules;
 use switchboard_logger::store::{self, StoreError};
 use switchboard_testkit::{MongoDb, servers_disabled, unique_name};
-use switchboard_wire::rpc::RpcError;
+use switchboard_wire::rpc::{BatchedEntry, MAX_BATCH_ENTRIES, RpcError};
 use switchboard_wire::{LOG_ID_METADATA, LogEntry};
 use tonic::Code;
 use tonic::metadata::MetadataValue;
@@ -192,4 +192,83 @@ async fn duplicates_within_one_batch_are_judged_one_by_one() {
     );
     let found = store.get(&other_id).await.expect("read").expect("stored");
     assert_eq!(found.data, "other");
+}
+
+/// `log_entries` answers every entry as `log_entry` would, in order: stored,
+/// a repeat of a stored id, a conflict, an invalid entry; one bad entry fails
+/// alone. A call over the batch bound is refused as a whole, and stores
+/// nothing.
+#[tokio::test]
+async fn a_batch_over_rpc_gets_one_outcome_per_entry() {
+    if servers_disabled() {
+        return;
+    }
+    let logger = logger().await;
+    let rpc = logger.rpc_client().await;
+    let taken = unique_name("batch-taken");
+    let fresh = unique_name("batch-fresh");
+    let invalid = unique_name("batch-invalid");
+    rpc.log_entry(rpc_context(), entry("event", "first", &taken))
+        .await
+        .expect("RPC transport")
+        .expect("stored");
+    let batched = |name: &str, data: &str, id: &str| BatchedEntry {
+        entry: entry(name, data, id),
+        request_id: Some(format!("request-of-{id}")),
+    };
+    let outcomes = rpc
+        .log_entries(
+            rpc_context(),
+            vec![
+                batched("event", "new", &fresh),
+                batched("event", "first", &taken),
+                batched("event", "second", &taken),
+                batched("", "no name", &invalid),
+            ],
+        )
+        .await
+        .expect("RPC transport")
+        .expect("a batch within the bound");
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert_eq!(
+        outcomes[0],
+        Ok("Processed payload via RPC:event".to_owned())
+    );
+    assert_eq!(
+        outcomes[1],
+        Ok("Processed payload via RPC:event".to_owned())
+    );
+    assert!(
+        matches!(&outcomes[2], Err(RpcError::Conflict(message)) if message.contains(&taken)),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(&outcomes[3], Err(RpcError::Invalid(message)) if message.contains("name")),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        stored(&logger, &fresh).await,
+        ("event".to_owned(), "new".to_owned())
+    );
+    assert_eq!(
+        stored(&logger, &taken).await,
+        ("event".to_owned(), "first".to_owned())
+    );
+
+    let too_many = unique_name("batch-too-many");
+    let oversized = (0..=MAX_BATCH_ENTRIES)
+        .map(|at| batched(&too_many, "x", &format!("{too_many}-{at}")))
+        .collect();
+    let refused = rpc
+        .log_entries(rpc_context(), oversized)
+        .await
+        .expect("RPC transport");
+    match refused {
+        Err(RpcError::Invalid(message)) => {
+            assert!(message.contains("at most 1000 entries"), "{message}")
+        }
+        other => panic!("expected the call refused, got {other:?}"),
+    }
+    assert_eq!(logger.documents(doc! {"name": &too_many}).await, []);
+    logger.stop().await.expect("clean shutdown");
 }

@@ -21,7 +21,7 @@ use switchboard_runtime::Shutdown;
 use switchboard_testkit::{MongoDb, servers_disabled};
 use switchboard_wire::LogEntry;
 use switchboard_wire::proto::log_service_client::LogServiceClient;
-use switchboard_wire::rpc::{LogRpc, RpcError};
+use switchboard_wire::rpc::{BatchedEntry, LogRpc, RpcError};
 use tarpc::context::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -116,6 +116,17 @@ impl LogRpc for Gate {
 
     async fn log_entry(self, _: Context, entry: LogEntry) -> Result<String, RpcError> {
         self.hold(entry.name).await
+    }
+
+    async fn log_entries(
+        self,
+        _: Context,
+        entries: Vec<BatchedEntry>,
+    ) -> Result<Vec<Result<String, RpcError>>, RpcError> {
+        let holds = entries
+            .into_iter()
+            .map(|batched| self.clone().hold(batched.entry.name));
+        Ok(futures::future::join_all(holds).await)
     }
 }
 

@@ -25,6 +25,27 @@ pub trait LogRpc {
     async fn log_info(name: String, data: String) -> Result<String, RpcError>;
     /// Stores an entry that may carry an idempotency id; same answer as `log_info`.
     async fn log_entry(entry: LogEntry) -> Result<String, RpcError>;
+    /// Stores many entries in one call, each with its own outcome (in the
+    /// order given), so that one refused entry fails alone. The call itself
+    /// is refused as `Invalid` only when it holds more than
+    /// [`MAX_BATCH_ENTRIES`].
+    async fn log_entries(
+        entries: Vec<BatchedEntry>,
+    ) -> Result<Vec<Result<String, RpcError>>, RpcError>;
+}
+
+/// The most entries one `log_entries` call may carry: a batch is one
+/// group-commit's worth, and the bound keeps a call's work (and its frame,
+/// well under [`MAX_FRAME_BYTES`] at the entry limits' defaults) small.
+pub const MAX_BATCH_ENTRIES: usize = 1_000;
+
+/// One entry of a `log_entries` call with the request id it belongs to
+/// (tarpc's context carries one id per call, a batch holds many requests).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchedEntry {
+    pub entry: LogEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Why the logger refused or failed a write; mirrors the HTTP 400/409/503 and
@@ -257,6 +278,19 @@ mod tests {
         ) -> Result<String, RpcError> {
             Err(RpcError::Invalid(format!("refused {}", entry.name)))
         }
+        async fn log_entries(
+            self,
+            _: tarpc::context::Context,
+            entries: Vec<BatchedEntry>,
+        ) -> Result<Vec<Result<String, RpcError>>, RpcError> {
+            Ok(entries
+                .into_iter()
+                .map(|batched| match batched.request_id {
+                    Some(id) => Ok(format!("{}|{id}", processed_reply(&batched.entry.name))),
+                    None => Err(RpcError::Invalid(format!("refused {}", batched.entry.name))),
+                })
+                .collect())
+        }
     }
 
     #[tokio::test]
@@ -294,5 +328,31 @@ mod tests {
             .await
             .expect("transport");
         assert_eq!(refused, Err(RpcError::Invalid("refused x".into())));
+        let entry = |name: &str| LogEntry {
+            name: name.into(),
+            data: String::new(),
+            id: None,
+        };
+        let batch = vec![
+            BatchedEntry {
+                entry: entry("a"),
+                request_id: Some(id.into()),
+            },
+            BatchedEntry {
+                entry: entry("b"),
+                request_id: None,
+            },
+        ];
+        let outcomes = client
+            .log_entries(context(None, timeout), batch)
+            .await
+            .expect("transport");
+        assert_eq!(
+            outcomes,
+            Ok(vec![
+                Ok(format!("Processed payload via RPC:a|{id}")),
+                Err(RpcError::Invalid("refused b".into())),
+            ])
+        );
     }
 }
