@@ -13,8 +13,8 @@ pub mod settings;
 
 use std::sync::Arc;
 
-use axum::{Extension, Router};
-use switchboard_runtime::http::{ReadinessCheck, standard_service};
+use axum::Router;
+use switchboard_runtime::http::{ReadinessCheck, standard_service_with};
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::net::TcpListener;
 
@@ -82,15 +82,19 @@ pub fn app(
         downstreams: Arc::clone(&downstreams),
         default_via: settings.downstream.default_log_via,
         log_limits: settings.limits.log_limits(),
+        document: api::Document::new(&document),
     };
-    let router = router
-        .with_state(state)
-        .layer(Extension(api::Document::new(&document)));
+    let router = router.with_state(state);
     let readiness: ReadinessCheck = Arc::new(move || {
         let downstreams = Arc::clone(&downstreams);
         Box::pin(async move { api::readiness(&downstreams).await })
     });
-    // CORS outermost: preflights are answered before routing and rate limiting,
-    // as go-chi/cors did in front of the original's router.
-    standard_service(router, readiness, settings.limits.max_body_bytes).layer(layers::cors())
+    // CORS in front of the router: preflights are answered before routing and
+    // rate limiting, as go-chi/cors did in front of the original's router.
+    standard_service_with(
+        router,
+        readiness,
+        settings.limits.max_body_bytes,
+        layers::cors(),
+    )
 }

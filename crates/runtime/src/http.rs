@@ -3,25 +3,21 @@
 //! extractor that accepts any content type as the original clients expect,
 //! request ids, request tracing, and the `/healthz` + `/readyz` endpoints.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, FromRequest, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower::layer::util::Identity;
+use tower::{Layer, Service};
 
 /// The header that carries a request's id across every hop (the wire's).
 pub use switchboard_wire::REQUEST_ID_HEADER;
@@ -194,16 +190,38 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: ReadinessCheck
 }
 
 /// Wraps a service's router with what every JSON service has: health routes,
-/// JSON 404/405, a body limit, request ids (generated or propagated), a tracing
-/// span per request that carries the id, and a panic guard that answers a plain
-/// JSON 500 instead of dropping the connection.
+/// JSON 404/405, a body limit, and [`crate::edge::Edge`] (request ids,
+/// generated or propagated, one tracing span per request that carries the id,
+/// and a panic guard that answers a plain JSON 500 instead of dropping the
+/// connection).
 pub fn standard_service(
     router: Router,
     readiness: ReadinessCheck,
     max_body_bytes: usize,
 ) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
-    router
+    standard_service_with(router, readiness, max_body_bytes, Identity::new())
+}
+
+/// [`standard_service`] with `layer` (CORS, say) between the edge and the
+/// router, so that its answers carry request ids too.
+///
+/// The edge, `layer` and the body limits wrap the routed service once, from
+/// outside (`fallback_service` of an empty router), rather than through
+/// `Router::layer`, which wraps every route and costs each request a boxed
+/// service clone and a boxed future per layer (`scripts/profile-edge`).
+pub fn standard_service_with<L>(
+    router: Router,
+    readiness: ReadinessCheck,
+    max_body_bytes: usize,
+    layer: L,
+) -> Router
+where
+    L: Layer<Router>,
+    L::Service:
+        Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
+{
+    let routed = router
         .merge(health_routes(readiness))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -211,64 +229,14 @@ pub fn standard_service(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
-        })
+        });
+    let edge = tower::ServiceBuilder::new()
+        .layer(crate::edge::EdgeLayer)
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(CatchPanicLayer::custom(
-            |_panic: Box<dyn std::any::Any + Send>| {
-                tracing::error!("request handler panicked");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
-            },
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        // One INFO line per answered request (status and latency, inside the span
-        // that carries the request id) so `journalctl -u <service>` shows traffic
-        // without turning on debug logging.
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
-        )
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-}
-
-fn request_span(request: &Request<Body>) -> tracing::Span {
-    let id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or("-");
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-}
-
-/// The server-side bound on a request (`http.request_timeout_ms`, installed
-/// by [`crate::service::serve_http_with`] outside every other layer): a
-/// request not answered in time is dropped and answered `503` with the
-/// envelope, carrying the client's request id when it sent one.
-pub(crate) async fn answer_within(
-    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
-    let (method, path) = (request.method().clone(), request.uri().path().to_owned());
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!(%method, %path, timeout_ms = timeout.as_millis(), "request not answered in time");
-            let mut response = ApiError::unavailable(format!(
-                "the request was not answered within {} ms",
-                timeout.as_millis()
-            ))
-            .into_response();
-            if let Some(id) = request_id {
-                response
-                    .headers_mut()
-                    .insert(HeaderName::from_static(REQUEST_ID_HEADER), id);
-            }
-            response
-        }
-    }
+        .layer(layer)
+        .service(routed);
+    Router::new().fallback_service(edge)
 }
 
 /// The request id of the current request, to pass on to downstreams.
@@ -317,7 +285,13 @@ mod tests {
                     )
                 }),
             )
-            .route("/panic", get(boom));
+            .route("/panic", get(boom))
+            .route(
+                "/id",
+                get(|headers: axum::http::HeaderMap| async move {
+                    request_id(&headers).unwrap_or("none").to_owned()
+                }),
+            );
         standard_service(router, readiness, 64)
     }
 
@@ -389,6 +363,20 @@ mod tests {
             .await
             .expect("send");
         assert!(generated.headers().get(REQUEST_ID_HEADER).is_some());
+        // The handler sees the id the client is answered with, and each
+        // request gets its own.
+        let mut seen = Vec::new();
+        for _ in 0..2 {
+            let response = client.get(format!("{base}/id")).send().await.expect("send");
+            let answered = response.headers()[REQUEST_ID_HEADER]
+                .to_str()
+                .expect("ascii")
+                .to_owned();
+            let handled = response.text().await.expect("body");
+            assert_eq!(answered, handled);
+            seen.push(answered);
+        }
+        assert_ne!(seen[0], seen[1]);
         let propagated = client
             .get(format!("{base}/healthz"))
             .header(REQUEST_ID_HEADER, "abc-123")

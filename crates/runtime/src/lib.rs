@@ -14,6 +14,7 @@ pub mod backoff;
 pub mod config;
 mod connection;
 pub mod credentials;
+pub mod edge;
 pub mod http;
 pub mod lifecycle;
 pub mod limits;

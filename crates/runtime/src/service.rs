@@ -151,13 +151,7 @@ pub async fn serve_http_with(
     use tokio_util::task::TaskTracker;
     use tower::ServiceExt as _;
 
-    let router = match limits.request_timeout() {
-        Some(timeout) => router.layer(axum::middleware::from_fn_with_state(
-            timeout,
-            crate::http::answer_within,
-        )),
-        None => router,
-    };
+    let request_timeout = limits.request_timeout();
     let mut builder = Builder::new(TokioExecutor::new());
     // The head and idle deadlines are the connection task's (see
     // `connection`): hyper's own header timer would also close kept-alive
@@ -212,7 +206,9 @@ pub async fn serve_http_with(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let service = router.clone().map_request(
+        // The deadline wraps the router from outside, unboxed (as a
+        // `Router::layer` it would wrap every route).
+        let service = crate::edge::Deadline::new(router.clone(), request_timeout).map_request(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request
                     .extensions_mut()
