@@ -216,8 +216,54 @@ async fn run_batches(
     }
 }
 
-/// Sends one batch and hands every event its own outcome.
+/// The most bytes of entries one `log_entries` call carries: half the
+/// frame limit leaves room for MessagePack's framing, so a batch never fails
+/// as a frame too large (which would look like a dead connection and requeue
+/// every event in it), whatever `batch_max` and the entry limits are.
+const BATCH_BYTES: usize = switchboard_wire::rpc::MAX_FRAME_BYTES / 2;
+
+/// What an entry adds to a call's frame, generously: its strings and a
+/// fixed allowance for their MessagePack headers.
+fn frame_bytes(queued: &Queued) -> usize {
+    let entry = &queued.entry;
+    entry.entry.name.len()
+        + entry.entry.data.len()
+        + entry.entry.id.as_ref().map_or(0, String::len)
+        + entry.request_id.as_ref().map_or(0, String::len)
+        + 64
+}
+
+/// Sends one batch, in as many calls as [`BATCH_BYTES`] needs, one after
+/// another, and hands every event its own outcome.
 async fn forward_batch(connection: &RpcConnection, batch: Vec<Queued>, timeout: Duration) {
+    for chunk in split_by_bytes(batch, BATCH_BYTES) {
+        forward_chunk(connection, chunk, timeout).await;
+    }
+}
+
+/// `batch` in order, cut so that each piece holds at most `budget` bytes
+/// ([`frame_bytes`]), or one entry when that entry alone is larger.
+fn split_by_bytes(batch: Vec<Queued>, budget: usize) -> Vec<Vec<Queued>> {
+    let mut pieces = Vec::new();
+    let mut piece = Vec::new();
+    let mut bytes = 0;
+    for queued in batch {
+        let size = frame_bytes(&queued);
+        if !piece.is_empty() && bytes + size > budget {
+            pieces.push(std::mem::take(&mut piece));
+            bytes = 0;
+        }
+        bytes += size;
+        piece.push(queued);
+    }
+    if !piece.is_empty() {
+        pieces.push(piece);
+    }
+    pieces
+}
+
+/// One `log_entries` call.
+async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: Duration) {
     let (entries, outcomes): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|queued| (queued.entry, queued.outcome))
@@ -320,5 +366,68 @@ async fn forward_http(
         _ => Err(ForwardError::Unavailable(format!(
             "POST {log_url}: {status}: {message}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queued(name: &str, data_bytes: usize) -> Queued {
+        let (outcome, _answer) = oneshot::channel();
+        Queued {
+            entry: BatchedEntry {
+                entry: LogEntry {
+                    name: name.to_owned(),
+                    data: "x".repeat(data_bytes),
+                    id: None,
+                },
+                request_id: None,
+            },
+            outcome,
+        }
+    }
+
+    fn names(pieces: &[Vec<Queued>]) -> Vec<Vec<String>> {
+        pieces
+            .iter()
+            .map(|piece| piece.iter().map(|q| q.entry.entry.name.clone()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_is_cut_by_bytes_in_order_and_an_oversized_entry_goes_alone() {
+        // 1,000 bytes of data plus the allowance for each.
+        let batch = vec![
+            queued("a", 1_000),
+            queued("b", 1_000),
+            queued("c", 1_000),
+            queued("big", 5_000),
+            queued("d", 1_000),
+        ];
+        let pieces = split_by_bytes(batch, 2_200);
+        assert_eq!(
+            names(&pieces),
+            vec![vec!["a", "b"], vec!["c"], vec!["big"], vec!["d"]]
+        );
+    }
+
+    #[test]
+    fn the_largest_batch_of_the_largest_entries_fits_the_frame() {
+        // What validation allows at most: batch_max 1,000 entries of the
+        // default 64 KiB of data each, far over one frame.
+        let batch: Vec<_> = (0..switchboard_wire::rpc::MAX_BATCH_ENTRIES)
+            .map(|at| queued(&format!("n{at}"), 64 * 1024))
+            .collect();
+        let pieces = split_by_bytes(batch, BATCH_BYTES);
+        assert!(pieces.len() > 1);
+        assert_eq!(pieces.iter().map(Vec::len).sum::<usize>(), 1_000);
+        for piece in &pieces {
+            let bytes: usize = piece.iter().map(frame_bytes).sum();
+            assert!(
+                bytes <= switchboard_wire::rpc::MAX_FRAME_BYTES / 2,
+                "{bytes}"
+            );
+        }
     }
 }

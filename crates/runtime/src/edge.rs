@@ -3,14 +3,15 @@
 //! request-id and catch-panic), so a request pays for one future and one span
 //! instead of a future, a poll and a header look-up per layer.
 //!
-//! It gives the request its id (the client's `x-request-id`, or a fresh one),
-//! runs the handler inside one `request` span that carries the id, answers a
-//! panic with the JSON 500 instead of dropping the connection, logs one INFO
-//! line per answer, and puts the id on the response. `scripts/profile-edge`
+//! [`Edge`] gives the request its id (the client's `x-request-id`, or a fresh
+//! one), runs it inside one `request` span that carries the id, logs one INFO
+//! line per answer, and puts the id on the response; [`PanicGuard`], right
+//! around the router, answers a panic with the JSON 500 instead of dropping
+//! the connection. `scripts/profile-edge`
 //! counts what it costs per request.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -22,6 +23,7 @@ use axum::body::Body;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
+use futures::future::{CatchUnwind, Either, Map};
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
@@ -72,28 +74,13 @@ where
             "request",
             method = %request.method(),
             path = %request.uri().path(),
-            request_id = id.to_str().unwrap_or("-"),
+            request_id = %id.to_str().unwrap_or("-"),
         );
         let started = Instant::now();
-        // Routing runs here, the handler when the future is polled: a panic
-        // can come from either.
-        let called = span
-            .in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))));
+        let answer = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
-                let answered = match called {
-                    Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
-                    Err(panic) => Err(panic),
-                };
-                let mut response = match answered {
-                    Ok(Ok(response)) => response,
-                    Ok(Err(never)) => match never {},
-                    Err(_panic) => {
-                        tracing::error!("request handler panicked");
-                        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-                            .into_response()
-                    }
-                };
+                let Ok(mut response) = answer.await;
                 // The line tower-http's trace layer wrote, so the journal
                 // reads as before.
                 tracing::info!(
@@ -107,6 +94,65 @@ where
             .instrument(span),
         )
     }
+}
+
+/// Answers a panic of the service it wraps, in routing or in a handler, with
+/// the JSON 500 (never the panic's text) instead of a dropped connection.
+/// Innermost, right around the router, so that the layers between it and
+/// [`Edge`] (the broker's CORS) still put their headers on that answer.
+#[derive(Debug, Clone)]
+pub struct PanicGuard<S> {
+    inner: S,
+}
+
+impl<S> PanicGuard<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+type Answered = Result<Response, Infallible>;
+
+impl<S> Service<Request<Body>> for PanicGuard<S>
+where
+    S: Service<Request<Body>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    // Named, not boxed: this layer costs no allocation per request.
+    type Future = Either<
+        Map<
+            CatchUnwind<AssertUnwindSafe<S::Future>>,
+            fn(std::thread::Result<Answered>) -> Answered,
+        >,
+        Ready<Answered>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        // Routing runs here, the handler when the future is polled: a panic
+        // can come from either.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(answer) => Either::Left(
+                AssertUnwindSafe(answer)
+                    .catch_unwind()
+                    .map(settle as fn(std::thread::Result<Answered>) -> Answered),
+            ),
+            Err(_panic) => Either::Right(std::future::ready(Ok(panicked()))),
+        }
+    }
+}
+
+fn settle(answered: std::thread::Result<Answered>) -> Answered {
+    answered.unwrap_or_else(|_panic| Ok(panicked()))
+}
+
+fn panicked() -> Response {
+    tracing::error!("request handler panicked");
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
 }
 
 /// The server-side bound on a request (`http.request_timeout_ms`), put

@@ -190,9 +190,9 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: ReadinessCheck
 }
 
 /// Wraps a service's router with what every JSON service has: health routes,
-/// JSON 404/405, a body limit, and [`crate::edge::Edge`] (request ids,
-/// generated or propagated, one tracing span per request that carries the id,
-/// and a panic guard that answers a plain JSON 500 instead of dropping the
+/// JSON 404/405, a body limit, [`crate::edge::Edge`] (request ids, generated
+/// or propagated, and one tracing span per request that carries the id) and
+/// [`crate::edge::PanicGuard`] (a plain JSON 500 instead of a dropped
 /// connection).
 pub fn standard_service(
     router: Router,
@@ -216,7 +216,7 @@ pub fn standard_service_with<L>(
     layer: L,
 ) -> Router
 where
-    L: Layer<Router>,
+    L: Layer<crate::edge::PanicGuard<Router>>,
     L::Service:
         Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
@@ -235,7 +235,7 @@ where
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(layer)
-        .service(routed);
+        .service(crate::edge::PanicGuard::new(routed));
     Router::new().fallback_service(edge)
 }
 

@@ -35,8 +35,9 @@ pub trait LogRpc {
 }
 
 /// The most entries one `log_entries` call may carry: a batch is one
-/// group-commit's worth, and the bound keeps a call's work (and its frame,
-/// well under [`MAX_FRAME_BYTES`] at the entry limits' defaults) small.
+/// group-commit's worth, and the bound keeps a call's work small. The frame
+/// still has to fit [`MAX_FRAME_BYTES`] (1,000 entries of 64 KiB would not):
+/// a caller cuts its batches by size too, as the listener does.
 pub const MAX_BATCH_ENTRIES: usize = 1_000;
 
 /// One entry of a `log_entries` call with the request id it belongs to
