@@ -141,34 +141,14 @@ async fn forward_rpc(
     request_id: Option<&str>,
     timeout: Duration,
 ) -> Result<(), ForwardError> {
-    let connected = connection
-        .get(timeout)
+    let entry = entry.clone();
+    let reply = connection
+        .call(request_id, timeout, |client, ctx| async move {
+            client.log_entry(ctx, entry).await
+        })
         .await
-        .map_err(|err| ForwardError::Unavailable(err.to_string()))?;
-    let context = switchboard_wire::rpc::context(request_id, timeout);
-    // tarpc enforces the deadline itself; the outer bound only guards
-    // against a dispatch task that never answers at all.
-    let call = connected.client.log_entry(context, entry.clone());
-    let outcome = tokio::time::timeout(timeout + Duration::from_millis(500), call).await;
-    match outcome {
-        Ok(Ok(reply)) => verdict(reply),
-        Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
-            // A connection that times out may be half-open; a fresh one
-            // costs one connect and rules that out.
-            connection.discard(connected.generation);
-            Err(ForwardError::Unavailable(format!(
-                "no answer from {} within {timeout:?}",
-                connection.addr()
-            )))
-        }
-        Ok(Err(err)) => {
-            connection.discard(connected.generation);
-            Err(ForwardError::Unavailable(format!(
-                "RPC connection to {} failed: {err}",
-                connection.addr()
-            )))
-        }
-    }
+        .map_err(|failure| ForwardError::Unavailable(failure.to_string()))?;
+    verdict(reply)
 }
 
 async fn forward_batched(
@@ -275,15 +255,14 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
             let _ = sender.send(outcome.clone());
         }
     };
-    let connected = match connection.get(timeout).await {
-        Ok(connected) => connected,
-        Err(err) => return settle(Err(ForwardError::Unavailable(err.to_string())), outcomes),
-    };
-    let context = switchboard_wire::rpc::context(None, timeout);
-    let call = connected.client.log_entries(context, entries);
-    let replies = match tokio::time::timeout(timeout + Duration::from_millis(500), call).await {
-        Ok(Ok(Ok(replies))) => replies,
-        Ok(Ok(Err(refused))) => {
+    let answer = connection
+        .call(None, timeout, |client, ctx| async move {
+            client.log_entries(ctx, entries).await
+        })
+        .await;
+    let replies = match answer {
+        Ok(Ok(replies)) => replies,
+        Ok(Err(refused)) => {
             // The call itself was refused (more entries than the logger
             // takes): a misconfiguration, not a verdict on the events.
             tracing::error!(error = %refused, count, "the logger refused a whole batch");
@@ -292,15 +271,11 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
                 outcomes,
             );
         }
-        Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
-            connection.discard(connected.generation);
-            let why = format!("no answer from {} within {timeout:?}", connection.addr());
-            return settle(Err(ForwardError::Unavailable(why)), outcomes);
-        }
-        Ok(Err(err)) => {
-            connection.discard(connected.generation);
-            let why = format!("RPC connection to {} failed: {err}", connection.addr());
-            return settle(Err(ForwardError::Unavailable(why)), outcomes);
+        Err(failure) => {
+            return settle(
+                Err(ForwardError::Unavailable(failure.to_string())),
+                outcomes,
+            );
         }
     };
     if replies.len() != count {

@@ -29,6 +29,11 @@ use tracing::Instrument as _;
 
 use crate::http::{ApiError, REQUEST_ID_HEADER};
 
+/// What every service here answers: a response, never an error.
+type Answered = Result<Response, Infallible>;
+/// The future of [`Edge`] and [`Deadline`]: one allocation per request.
+type BoxedAnswer = Pin<Box<dyn Future<Output = Answered> + Send>>;
+
 /// Wraps a router in [`Edge`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EdgeLayer;
@@ -54,7 +59,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = BoxedAnswer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -110,8 +115,6 @@ impl<S> PanicGuard<S> {
         Self { inner }
     }
 }
-
-type Answered = Result<Response, Infallible>;
 
 impl<S> Service<Request<Body>> for PanicGuard<S>
 where
@@ -179,7 +182,7 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Future = BoxedAnswer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)

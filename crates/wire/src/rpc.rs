@@ -99,6 +99,21 @@ pub async fn connect(addr: SocketAddr) -> std::io::Result<LogRpcClient> {
 #[error("{0}")]
 pub struct ConnectError(pub String);
 
+/// Why [`RpcConnection::call`] got no answer: the logger may not have seen
+/// the call, or may have stored it without the answer arriving.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallFailure {
+    #[error("{0}")]
+    Connect(ConnectError),
+    #[error("no answer from {addr} within {timeout:?}")]
+    NoAnswer {
+        addr: String,
+        timeout: std::time::Duration,
+    },
+    #[error("RPC connection to {addr} failed: {error}")]
+    Transport { addr: String, error: String },
+}
+
 /// A live client and the generation of its connection (see [`RpcConnection`]).
 #[derive(Clone)]
 pub struct Connected {
@@ -215,6 +230,47 @@ impl RpcConnection {
             .is_some_and(|connected| connected.generation == generation)
         {
             *current = None;
+        }
+    }
+
+    /// One call on the shared connection (dialled first if there is none),
+    /// with `request_id` in its context and `timeout` as its deadline. A call
+    /// that gets no answer, or fails in transport, discards the connection
+    /// (it may be half-open or dead), so the next call dials afresh.
+    ///
+    /// `call` gets its own handle on the client and the context, e.g.
+    /// `|client, ctx| async move { client.log_entry(ctx, entry).await }`.
+    pub async fn call<T, F, Fut>(
+        &self,
+        request_id: Option<&str>,
+        timeout: std::time::Duration,
+        call: F,
+    ) -> Result<T, CallFailure>
+    where
+        F: FnOnce(LogRpcClient, tarpc::context::Context) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tarpc::client::RpcError>>,
+    {
+        let connected = self.get(timeout).await.map_err(CallFailure::Connect)?;
+        let answer = call(connected.client, context(request_id, timeout));
+        // tarpc enforces the deadline itself; the outer bound only guards
+        // against a dispatch task that never answers at all.
+        let grace = std::time::Duration::from_millis(500);
+        match tokio::time::timeout(timeout + grace, answer).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(tarpc::client::RpcError::DeadlineExceeded)) | Err(_) => {
+                self.discard(connected.generation);
+                Err(CallFailure::NoAnswer {
+                    addr: self.addr.clone(),
+                    timeout,
+                })
+            }
+            Ok(Err(err)) => {
+                self.discard(connected.generation);
+                Err(CallFailure::Transport {
+                    addr: self.addr.clone(),
+                    error: err.to_string(),
+                })
+            }
         }
     }
 
@@ -355,5 +411,48 @@ mod tests {
                 Err(RpcError::Invalid("refused b".into())),
             ])
         );
+    }
+
+    /// A door that accepts and never answers: the call fails as no answer,
+    /// and the connection, possibly half-open, is dropped for the next call.
+    #[tokio::test]
+    async fn a_call_without_an_answer_fails_and_discards_the_connection() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr").to_string();
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = silent.accept().await {
+                held.push(stream);
+            }
+        });
+        let connection = RpcConnection::new(addr.clone());
+        let timeout = std::time::Duration::from_millis(200);
+        let failure = connection
+            .call(None, timeout, |client, ctx| async move {
+                client.log_info(ctx, "a".into(), "b".into()).await
+            })
+            .await
+            .expect_err("no answer");
+        assert_eq!(failure, CallFailure::NoAnswer { addr, timeout });
+        assert!(connection.current().is_none(), "the connection was kept");
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn a_call_to_a_closed_port_fails_to_connect() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr").to_string();
+        drop(closed);
+        let failure = RpcConnection::new(addr)
+            .call(
+                None,
+                std::time::Duration::from_millis(500),
+                |client, ctx| async move { client.log_info(ctx, "a".into(), "b".into()).await },
+            )
+            .await
+            .expect_err("nothing listens");
+        assert!(matches!(failure, CallFailure::Connect(_)), "{failure:?}");
     }
 }
