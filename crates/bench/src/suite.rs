@@ -510,6 +510,12 @@ async fn measure_logger_read(
         size.saturating_sub(have),
         seeded_in.as_secs_f64()
     ));
+    row.notes.extend(
+        writes
+            .error_samples
+            .iter()
+            .map(|sample| format!("write error: {sample}")),
+    );
     Ok(vec![row])
 }
 
