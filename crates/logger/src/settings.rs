@@ -84,6 +84,10 @@ pub struct MongoDb {
     /// The bound on a read (`GET /logs`, `GET /logs/{id}`), apart from the
     /// writes' so that a slow read fails alone instead of marking the store down.
     pub read_timeout_ms: u64,
+    /// Connections to the store that reads may use, in a pool of their own:
+    /// reads that take long (FerretDB sorts a name's entries in memory) wait
+    /// for one of these, never for the writes' connections. 0 counts as 1.
+    pub read_connections: u32,
     /// Entries older than this many days are deleted by a TTL index; `0` keeps
     /// everything. Servers without TTL indexes (FerretDB v1) skip it with a warning.
     pub retention_days: u32,
@@ -98,6 +102,7 @@ impl Default for MongoDb {
             collection: "logs".to_owned(),
             timeout_ms: 2_000,
             read_timeout_ms: 5_000,
+            read_connections: 4,
             retention_days: 0,
         }
     }
@@ -245,6 +250,8 @@ mod tests {
         assert_eq!(settings.mongodb.database, "logs");
         assert_eq!(settings.mongodb.collection, "logs");
         assert_eq!(settings.mongodb.timeout_ms, 2000);
+        assert_eq!(settings.mongodb.read_timeout_ms, 5000);
+        assert_eq!(settings.mongodb.read_connections, 4);
         assert_eq!(settings.limits.max_data_bytes, 65536);
         assert_eq!(settings.batching.max_batch, 256);
     }

@@ -304,6 +304,9 @@ pub struct Store {
     client: Client,
     database: Database,
     collection: Collection<Document>,
+    /// The same collection through a client of its own
+    /// (`mongodb.read_connections`), so reads never hold the writes' pool.
+    reads: Collection<Document>,
     timeout: Duration,
     read_timeout: Duration,
 }
@@ -324,7 +327,14 @@ impl Store {
         options.server_selection_timeout = Some(timeout);
         options.connect_timeout = Some(timeout);
         options.app_name = Some("switchboard-logger".to_owned());
+        let mut read_options = options.clone();
+        read_options.max_pool_size = Some(settings.read_connections.max(1));
+        read_options.app_name = Some("switchboard-logger-reads".to_owned());
         let client = Client::with_options(options).map_err(OpenError::Url)?;
+        let reads = Client::with_options(read_options)
+            .map_err(OpenError::Url)?
+            .database(&settings.database)
+            .collection(&settings.collection);
         let database = client.database(&settings.database);
         // Acknowledged by the server and journaled: a 202 means the entry
         // survives a crash of the database server.
@@ -342,6 +352,7 @@ impl Store {
             client,
             database,
             collection,
+            reads,
             timeout,
             read_timeout: settings.read_timeout(),
         })
@@ -623,15 +634,18 @@ impl Store {
     }
 
     /// A page of the newest entries, newest first, bounded by the read
-    /// timeout rather than the write one: a slow read must not look like a
-    /// store outage, and writes must not wait behind it.
+    /// timeout rather than the write one (a slow read must not look like a
+    /// store outage), on the reads' own connections (writes must not wait
+    /// behind it), and with the server told the same bound (`maxTimeMS`) so
+    /// it stops a read the logger gave up on.
     pub async fn recent(&self, query: &RecentQuery) -> Result<Page, StoreError> {
         let filter = Self::recent_filter(query);
         let find = async {
-            self.collection
+            self.reads
                 .find(filter)
                 .sort(Self::recent_sort())
                 .limit(i64::from(query.limit))
+                .max_time(self.read_timeout)
                 .await?
                 .try_collect::<Vec<Document>>()
                 .await
@@ -655,7 +669,10 @@ impl Store {
             Err(_) => doc! { "_id": id },
         };
         let found = self
-            .bounded_read("find", self.collection.find_one(filter))
+            .bounded_read(
+                "find",
+                self.reads.find_one(filter).max_time(self.read_timeout),
+            )
             .await?;
         Ok(found.as_ref().map(stored_entry))
     }
