@@ -16,6 +16,7 @@ use switchboard_runtime::http::{
 use crate::domain::{Email, InvalidInput, Password};
 use crate::events::{Events, LoginEvent};
 use crate::hashing::{HashError, PasswordHasher, Verdict};
+use crate::metrics::{AuthMetrics, LoginOutcome};
 use crate::store::{StoreError, UserStore};
 use crate::throttle::{LoginThrottle, Refusal};
 
@@ -26,6 +27,7 @@ pub struct AppState {
     pub hasher: PasswordHasher,
     pub events: Events,
     pub throttle: LoginThrottle,
+    pub metrics: AuthMetrics,
 }
 
 /// The body of `POST /authenticate`.
@@ -75,17 +77,41 @@ impl From<LoginError> for ApiError {
 /// body limit, JSON errors) applied.
 pub fn app(state: AppState, max_body_bytes: usize) -> Router {
     let readiness = readiness_check(state.store.clone(), state.events.clone());
+    let metrics = state.metrics.registry().clone();
     let api = Router::new()
         .route("/authenticate", post(authenticate))
         .with_state(state);
-    standard_service(api, readiness, max_body_bytes)
+    standard_service(api, readiness, max_body_bytes, &metrics)
 }
 
+/// `POST /authenticate`, counted by outcome.
 async fn authenticate(
     State(app): State<AppState>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
-    ApiJson(credentials): ApiJson<Credentials>,
+    credentials: Result<ApiJson<Credentials>, ApiError>,
+) -> Response {
+    let metrics = app.metrics.clone();
+    let response = match credentials {
+        Ok(ApiJson(credentials)) => login(app, peer, headers, credentials)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(refused) => refused.into_response(),
+    };
+    metrics.login(match response.status() {
+        StatusCode::ACCEPTED => LoginOutcome::ok,
+        StatusCode::TOO_MANY_REQUESTS => LoginOutcome::throttled,
+        status if status.is_client_error() => LoginOutcome::invalid,
+        _ => LoginOutcome::failed,
+    });
+    response
+}
+
+async fn login(
+    app: AppState,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    credentials: Credentials,
 ) -> Result<Response, ApiError> {
     let email = Email::parse(&credentials.email).map_err(LoginError::from)?;
     let password = Password::parse(credentials.password).map_err(LoginError::from)?;
@@ -99,6 +125,7 @@ async fn authenticate(
         .await
         .map_err(LoginError::from)?
     {
+        app.metrics.refused(refusal.scope);
         return Ok(throttled(&email, &client, refusal));
     }
     let user = app
@@ -116,6 +143,7 @@ async fn authenticate(
         .await
         .map_err(LoginError::from)?
     {
+        app.metrics.refused(refusal.scope);
         return Ok(throttled(&email, &client, refusal));
     }
     // Unknown users are checked against the dummy hash: same bcrypt time.

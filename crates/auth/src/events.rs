@@ -27,6 +27,7 @@ use switchboard_runtime::amqp::{
     AmqpEndpoint, ConfirmChannel, Connector, Link, LinkError, Outcome,
 };
 use switchboard_runtime::backoff::Backoff;
+use switchboard_runtime::metrics::Metrics;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -240,13 +241,14 @@ pub fn spawn_publisher(
     settings: &settings::Events,
     rabbitmq: AmqpEndpoint,
     stop: Shutdown,
+    metrics: &Metrics,
 ) -> (Events, tokio::task::JoinHandle<()>) {
     let connector = Connector::new(rabbitmq, "switchboard-auth", settings.publish_timeout());
     let shared = Arc::new(Shared {
         pending: Mutex::new(VecDeque::new()),
         capacity: settings.max_pending,
         wake: Notify::new(),
-        channel: Arc::new(ConfirmChannel::new(connector, &settings.exchange)),
+        channel: Arc::new(ConfirmChannel::new(connector, &settings.exchange).with_metrics(metrics)),
         exchange: settings.exchange.clone(),
     });
     let publisher = Publisher {
@@ -492,7 +494,7 @@ mod tests {
         let stop = Shutdown::new();
         let rabbitmq =
             AmqpEndpoint::parse("events.amqp_url", &settings.amqp_url, None).expect("valid URL");
-        let (events, task) = spawn_publisher(&settings, rabbitmq, stop.clone());
+        let (events, task) = spawn_publisher(&settings, rabbitmq, stop.clone(), &Metrics::new());
         let email = Email::parse("a@example.com").expect("valid");
         let first = LoginEvent::new(&email, None);
         events.submit(first.clone());

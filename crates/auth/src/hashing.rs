@@ -11,7 +11,10 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use switchboard_runtime::metrics::Held;
+
 use crate::domain::Password;
+use crate::metrics::AuthMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -58,6 +61,7 @@ pub struct PasswordHasher {
     permits: Arc<Semaphore>,
     parallelism: usize,
     activity: Arc<watch::Sender<Activity>>,
+    metrics: Option<AuthMetrics>,
 }
 
 impl std::fmt::Debug for PasswordHasher {
@@ -110,7 +114,15 @@ impl PasswordHasher {
             permits: Arc::new(Semaphore::new(parallelism)),
             parallelism,
             activity: Arc::new(watch::Sender::new(Activity::default())),
+            metrics: None,
         })
+    }
+
+    /// Counts checks waiting for a worker and times each run in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &AuthMetrics) -> Self {
+        self.metrics = Some(metrics.clone());
+        self
     }
 
     pub fn cost(&self) -> u32 {
@@ -131,6 +143,10 @@ impl PasswordHasher {
     /// lets a caller do a last check (the login throttle) at the moment the
     /// run could start, rather than before waiting in line for it.
     pub async fn permit(&self) -> Result<HashPermit, HashError> {
+        let _waiting = self
+            .metrics
+            .as_ref()
+            .map(|metrics| Held::new(&metrics.bcrypt_waiting));
         Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -188,12 +204,21 @@ impl PasswordHasher {
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let activity = Arc::clone(&self.activity);
+        let duration = self
+            .metrics
+            .as_ref()
+            .map(|metrics| metrics.bcrypt_duration.clone());
         let task = tokio::task::spawn_blocking(move || {
             // Declared first, dropped last: the run is uncounted before its
             // permit lets the next one start, so `peak` never overstates.
             let HashPermit(_permit) = permit;
             let _running = Running::enter(&activity);
-            work()
+            let started = std::time::Instant::now();
+            let done = work();
+            if let Some(duration) = duration {
+                duration.observe(started.elapsed().as_secs_f64());
+            }
+            done
         });
         Ok(task.await?)
     }

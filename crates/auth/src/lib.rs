@@ -10,16 +10,19 @@ pub mod cli;
 pub mod domain;
 pub mod events;
 pub mod hashing;
+pub mod metrics;
 pub mod settings;
 pub mod store;
 pub mod throttle;
 
 use switchboard_runtime::amqp::{AmqpEndpoint, AmqpUrlError};
+use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
 use switchboard_runtime::{Shutdown, lifecycle, wait};
 use tokio::net::TcpListener;
 
 use crate::api::AppState;
 use crate::hashing::{HashError, PasswordHasher};
+use crate::metrics::AuthMetrics;
 pub use crate::settings::Settings;
 use crate::store::{StoreError, UserStore};
 use crate::throttle::LoginThrottle;
@@ -29,6 +32,8 @@ use crate::throttle::LoginThrottle;
 pub struct Listeners {
     /// HTTP JSON API; socket name `http`.
     pub http: TcpListener,
+    /// The metrics door (socket name `metrics`), if auth has one.
+    pub metrics: Option<TcpListener>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,10 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     settings.validate()?;
+    // Served from the start: a wait for PostgreSQL is worth watching too.
+    let registry = Metrics::new();
+    let metrics = AuthMetrics::register(&registry);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
     // Before anything waits: a missing password file is a start-up error.
     let rabbitmq = AmqpEndpoint::from_settings(
         "events.amqp_url",
@@ -65,11 +74,14 @@ pub async fn run(
         settings.events.amqp_password_file.as_deref(),
     )?;
     lifecycle::status("preparing password hashing");
-    let hasher = PasswordHasher::new(settings.security.bcrypt_cost).await?;
+    let hasher = PasswordHasher::new(settings.security.bcrypt_cost)
+        .await?
+        .with_metrics(&metrics);
     let store = UserStore::connect_lazy(&settings.database)?;
     let throttle = LoginThrottle::new(store.pool().clone(), &settings.throttle)?;
     let answered = wait::until_ready("PostgreSQL", &shutdown, || store.check_connection()).await;
     if answered.is_none() {
+        wait_for(metrics_door).await;
         return Ok(());
     }
     lifecycle::status("migrating the database");
@@ -77,14 +89,19 @@ pub async fn run(
 
     // Stopped only after HTTP has drained, so the last logins' events are queued.
     let publisher_stop = Shutdown::new();
-    let (events, publisher) =
-        events::spawn_publisher(&settings.events, rabbitmq, publisher_stop.clone());
+    let (events, publisher) = events::spawn_publisher(
+        &settings.events,
+        rabbitmq,
+        publisher_stop.clone(),
+        &registry,
+    );
     let app = api::app(
         AppState {
             store: store.clone(),
             hasher,
             events,
             throttle,
+            metrics,
         },
         settings.security.max_body_bytes,
     );
@@ -112,5 +129,12 @@ pub async fn run(
         tracing::error!(error = %err, "the login event publisher failed");
     }
     store.close().await;
+    wait_for(metrics_door).await;
     served.map_err(Error::Serve)
+}
+
+async fn wait_for(door: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(door) = door {
+        let _ = door.await;
+    }
 }

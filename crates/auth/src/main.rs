@@ -46,10 +46,14 @@ async fn start(config: &ConfigArg) -> Result<(), Fatal> {
         .listeners
         .tcp("http", service.settings.listen.http)
         .await?;
+    let metrics = service
+        .listeners
+        .tcp_optional("metrics", service.settings.listen.metrics)
+        .await?;
     service.warn_unclaimed_sockets();
     let work = run(
         service.settings.clone(),
-        Listeners { http },
+        Listeners { http, metrics },
         service.shutdown.clone(),
     );
     service.run_until_drained(work, "in-flight requests").await

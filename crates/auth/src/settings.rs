@@ -115,12 +115,15 @@ impl Settings {
 pub struct Listen {
     /// HTTP JSON API (`POST /authenticate`, health); socket name `http`.
     pub http: SocketAddr,
+    /// The metrics door (socket name `metrics`): none unless set or passed.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics: None,
         }
     }
 }

@@ -13,11 +13,14 @@ use serde_json::{Value, json};
 use switchboard_auth::api::{self, AppState};
 use switchboard_auth::events;
 use switchboard_auth::hashing::PasswordHasher;
+use switchboard_auth::metrics::AuthMetrics;
 use switchboard_auth::settings::Settings;
 use switchboard_auth::store::UserStore;
 use switchboard_auth::throttle::LoginThrottle;
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::AmqpEndpoint;
+use switchboard_runtime::metrics::Metrics;
+use switchboard_testkit::metrics;
 
 /// The defaults under test.
 const PER_ACCOUNT: usize = 5;
@@ -111,6 +114,42 @@ async fn the_sixth_wrong_password_gets_429_for_known_and_unknown_accounts_alike(
     // Other accounts are not affected (10 failures from this address so far).
     let reply = attempt(&service.base, "grace@example.com", "wrong password", None).await;
     assert_eq!(reply.status, 401, "{reply:?}");
+
+    // The metrics door counted each kind of answer, and every refusal by scope.
+    let exposition = reqwest::get(format!("{}/metrics", service.metrics))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("exposition");
+    let count = |series: &str| metrics::sample(&exposition, series).unwrap_or(0.0);
+    let wrong_passwords = (2 * PER_ACCOUNT + 1) as f64;
+    assert_eq!(
+        count(r#"switchboard_auth_logins_total{outcome="throttled"}"#),
+        3.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_auth_throttle_refusals_total{scope="account"}"#),
+        3.0,
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_auth_logins_total{outcome="invalid"}"#),
+        wrong_passwords,
+        "{exposition}"
+    );
+    // Each wrong password ran bcrypt once; the refused ones did not.
+    assert_eq!(
+        count("switchboard_auth_bcrypt_duration_seconds_count"),
+        wrong_passwords,
+        "{exposition}"
+    );
+    assert_eq!(
+        count("switchboard_auth_bcrypt_waiting"),
+        0.0,
+        "{exposition}"
+    );
     service.stop().await;
 }
 
@@ -259,14 +298,20 @@ impl Direct {
             AmqpEndpoint::from_settings("events.amqp_url", &settings.events.amqp_url, None)
                 .expect("amqp url");
         let publisher_stop = Shutdown::new();
-        let (events, publisher) =
-            events::spawn_publisher(&settings.events, rabbitmq, publisher_stop.clone());
+        let registry = Metrics::new();
+        let (events, publisher) = events::spawn_publisher(
+            &settings.events,
+            rabbitmq,
+            publisher_stop.clone(),
+            &registry,
+        );
         let app = api::app(
             AppState {
                 store,
                 hasher: hasher.clone(),
                 events,
                 throttle,
+                metrics: AuthMetrics::register(&registry),
             },
             settings.security.max_body_bytes,
         );

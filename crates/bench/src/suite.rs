@@ -483,6 +483,12 @@ async fn measure_store(
 
 /// Seeds the logger's collection up to `size` entries, then measures
 /// `logger-read` on it.
+///
+/// Everything else in the collection goes first: the scenarios before this
+/// one leave hundreds of thousands of entries behind, and a name read on
+/// FerretDB scans every entry its backend holds, so "10k" would otherwise
+/// be whatever the run wrote before (the full run of 2026-12-07 read 0
+/// entries at "10k": every read ran into its timeout).
 async fn measure_logger_read(
     scenario: &Scenario,
     stack: &Stack,
@@ -490,8 +496,13 @@ async fn measure_logger_read(
     size: u64,
 ) -> anyhow::Result<Vec<Row>> {
     let collection = scenarios::logs_collection(targets).await?;
+    let seeded = mongodb::bson::doc! { "name": { "$regex": "^bench-read-[0-9]" } };
+    collection
+        .delete_many(mongodb::bson::doc! { "name": { "$not": { "$regex": "^bench-read-[0-9]" } } })
+        .await
+        .context("clear the entries other scenarios left")?;
     let have = collection
-        .count_documents(mongodb::bson::doc! { "name": { "$regex": "^bench-read-[0-9]" } })
+        .count_documents(seeded)
         .await
         .context("count seeded entries")?;
     let seeding = Instant::now();

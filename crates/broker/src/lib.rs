@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use switchboard_runtime::http::{ReadinessCheck, standard_service_with};
+use switchboard_runtime::metrics::{self, Metrics};
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::net::TcpListener;
 
@@ -26,6 +27,8 @@ pub use crate::settings::Settings;
 pub struct BrokerListeners {
     /// The HTTP door (socket name `http`).
     pub http: TcpListener,
+    /// The metrics door (socket name `metrics`), if the broker has one.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Serves the broker until `shutdown`, then drains in-flight requests.
@@ -40,12 +43,14 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     settings.validate()?;
-    let downstreams = Arc::new(clients::Downstreams::new(&settings)?);
+    let metrics = Metrics::new();
+    let downstreams = Arc::new(clients::Downstreams::new(&settings, &metrics)?);
     // The AMQP connection outlives the shutdown request until every request
     // in flight has drained: a draining `via: amqp` still gets its confirm.
     let background_stop = Shutdown::new();
     let background = downstreams.start(&background_stop);
-    let router = app(&settings, Arc::clone(&downstreams), &shutdown);
+    let router = app(&settings, Arc::clone(&downstreams), &shutdown, &metrics);
+    let metrics_door = metrics::spawn_door(listeners.metrics, &metrics, &shutdown);
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!(%addr, default_log_via = %settings.downstream.default_log_via, "broker serving");
     }
@@ -61,6 +66,9 @@ pub async fn run(
     .map_err(Error::Serve);
     background_stop.trigger();
     let _ = background.await;
+    if let Some(door) = metrics_door {
+        let _ = door.await;
+    }
     served
 }
 
@@ -70,6 +78,7 @@ pub fn app(
     settings: &Settings,
     downstreams: Arc<clients::Downstreams>,
     shutdown: &Shutdown,
+    metrics: &Metrics,
 ) -> Router {
     let rate_limit = layers::rate_limit(
         settings.limits.rate_per_second,
@@ -95,6 +104,7 @@ pub fn app(
         router,
         readiness,
         settings.limits.max_body_bytes,
+        metrics,
         layers::cors(),
     )
 }

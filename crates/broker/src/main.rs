@@ -1,4 +1,4 @@
-//! `switchboard-broker`: reads the configuration, takes the `http` socket
+//! `switchboard-broker`: reads the configuration, takes the `http` and `metrics` sockets
 //! (inherited from systemd or bound), and runs the broker until SIGTERM.
 
 use clap::Parser;
@@ -25,10 +25,14 @@ async fn start(cli: &Cli) -> Result<(), Fatal> {
         .listeners
         .tcp("http", service.settings.listen.http)
         .await?;
+    let metrics = service
+        .listeners
+        .tcp_optional("metrics", service.settings.listen.metrics)
+        .await?;
     service.warn_unclaimed_sockets();
     let work = run(
         service.settings.clone(),
-        BrokerListeners { http },
+        BrokerListeners { http, metrics },
         service.shutdown.clone(),
     );
     service.run_until_drained(work, "in-flight requests").await

@@ -43,12 +43,15 @@ impl switchboard_runtime::service::ServiceSettings for Settings {
 pub struct Listen {
     /// The HTTP door (socket name `http`).
     pub http: SocketAddr,
+    /// The metrics door (socket name `metrics`): none unless set or passed.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics: None,
         }
     }
 }

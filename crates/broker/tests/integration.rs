@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use switchboard_broker::payload::LogVia;
-use switchboard_testkit::{MailHog, servers_disabled, unique_name};
+use switchboard_testkit::{MailHog, metrics, servers_disabled, unique_name};
 
 use common::proxy::Mode;
 use common::{Options, Stack, capture, log_action};
@@ -72,6 +72,55 @@ async fn every_log_transport_lands_a_document() {
         assert_eq!(entries.len(), 1, "{name} stored once: {entries:?}");
         assert_eq!(entries[0]["data"], json!(data), "{name}");
     }
+
+    // Every hop above is counted on the broker's metrics door.
+    let response = reqwest::get(format!("{}/metrics", stack.broker_metrics))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        response.headers()
+    );
+    let exposition = response.text().await.expect("exposition");
+    for (downstream, transport) in [
+        ("logger", "rpc"),
+        ("logger", "grpc"),
+        ("logger", "http"),
+        ("rabbitmq", "amqp"),
+    ] {
+        let ok = metrics::sum(
+            &exposition,
+            "switchboard_outbound_calls_total",
+            &[
+                ("downstream", downstream),
+                ("transport", transport),
+                ("outcome", "ok"),
+            ],
+        );
+        assert!(
+            ok.is_some_and(|calls| calls >= 1.0),
+            "{downstream} over {transport}: {ok:?} in\n{exposition}"
+        );
+    }
+    // Seven log requests answered 202: four transports, the default, two `/log-grpc`.
+    assert_eq!(
+        metrics::sum(
+            &exposition,
+            "switchboard_http_requests_total",
+            &[("method", "POST"), ("status", "202")]
+        ),
+        Some(7.0),
+        "{exposition}"
+    );
+    assert!(
+        metrics::sample(&exposition, "process_resident_memory_bytes").is_some_and(|rss| rss > 0.0),
+        "{exposition}"
+    );
     stack.stop().await;
 }
 

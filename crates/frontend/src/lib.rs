@@ -17,6 +17,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::get;
 use switchboard_runtime::http::always_ready;
+use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
 use switchboard_runtime::{Shutdown, lifecycle};
 use tokio::net::TcpListener;
 
@@ -31,6 +32,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct FrontendListeners {
     /// The page and its assets; socket name `http`.
     pub http: TcpListener,
+    /// The metrics door (socket name `metrics`), if the front-end has one.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the service could not start or stopped serving.
@@ -49,8 +52,14 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Result<(), Error> {
     let site = Arc::new(Site::new(&settings.page.broker_url)?);
-    let router =
-        switchboard_runtime::http::standard_service(routes(site), always_ready(), MAX_BODY_BYTES);
+    let metrics = Metrics::new();
+    let router = switchboard_runtime::http::standard_service(
+        routes(site),
+        always_ready(),
+        MAX_BODY_BYTES,
+        &metrics,
+    );
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &metrics, &shutdown);
     tracing::info!(
         addr = ?listeners.http.local_addr().ok(),
         broker_url = %settings.page.broker_url,
@@ -61,9 +70,18 @@ pub async fn run(
         settings.page.broker_url
     ));
     lifecycle::ready();
-    switchboard_runtime::service::serve_http_with(listeners.http, router, shutdown, &settings.http)
-        .await
-        .map_err(Error::Serve)
+    let served = switchboard_runtime::service::serve_http_with(
+        listeners.http,
+        router,
+        shutdown,
+        &settings.http,
+    )
+    .await
+    .map_err(Error::Serve);
+    if let Some(door) = metrics_door {
+        let _ = door.await;
+    }
+    served
 }
 
 /// The page and its assets (health routes are added by the runtime).

@@ -33,12 +33,15 @@ impl ServiceSettings for Settings {
 pub struct Listen {
     /// The test page and its assets; socket name `http`.
     pub http: SocketAddr,
+    /// The metrics door (socket name `metrics`): none unless set or passed.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Listen {
     fn default() -> Self {
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], 8084)),
+            metrics: None,
         }
     }
 }

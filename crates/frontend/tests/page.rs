@@ -177,6 +177,59 @@ async fn health_endpoints_answer_and_unknown_paths_are_404() {
     service.stop().await;
 }
 
+/// The metrics door counts each answer under its route, and an unknown
+/// path under `other`: a client cannot mint labels.
+#[tokio::test]
+async fn answers_are_counted_by_route_on_the_metrics_door() {
+    let service = common::start("http://127.0.0.1:8080").await;
+    for path in ["/", "/", "/healthz", "/static/other.js", "/wp-admin.php"] {
+        reqwest::get(format!("{}{path}", service.base))
+            .await
+            .expect(path);
+    }
+    let response = reqwest::get(format!("{}/metrics", service.metrics))
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), StatusCode::OK);
+    let exposition = response.text().await.expect("exposition");
+    let count = |series: &str| switchboard_testkit::metrics::sample(&exposition, series);
+    assert_eq!(
+        count(r#"switchboard_http_requests_total{route="/",method="GET",status="200"}"#),
+        Some(2.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_http_requests_total{route="/healthz",method="GET",status="200"}"#),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_http_requests_total{route="other",method="GET",status="404"}"#),
+        Some(2.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_http_request_duration_seconds_count{route="/",method="GET"}"#),
+        Some(2.0),
+        "{exposition}"
+    );
+    assert!(!exposition.contains("wp-admin"), "{exposition}");
+    assert!(
+        count("process_open_fds").is_some_and(|fds| fds > 0.0),
+        "{exposition}"
+    );
+    // The API door does not serve the metrics; the metrics door serves nothing else.
+    let api = reqwest::get(format!("{}/metrics", service.base))
+        .await
+        .expect("API door");
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    let other = reqwest::get(format!("{}/", service.metrics))
+        .await
+        .expect("metrics door");
+    assert_eq!(other.status(), StatusCode::NOT_FOUND);
+    service.stop().await;
+}
+
 #[tokio::test]
 async fn an_unusable_broker_url_stops_the_service_with_the_reason() {
     let service = common::start("http://evil\"><script>").await;

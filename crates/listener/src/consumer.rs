@@ -224,6 +224,7 @@ async fn handle(
     delivery: Delivery,
     queue_kind: QueueKind,
 ) {
+    let _in_flight = context.stats.in_flight();
     let event = match Event::from_delivery(&delivery, &context.limits) {
         Ok(event) => event,
         Err(why) => {

@@ -11,7 +11,8 @@
 //! - [`logger_client`]: the one long-lived client to the logger (RPC or HTTP);
 //! - [`backoff`]: reconnect delays and the breaker that holds deliveries back
 //!   while the logger is down;
-//! - [`stats`]: the counters behind the systemd status line.
+//! - [`stats`]: the counters behind the systemd status line;
+//! - [`metrics`]: the same counters, and the breaker, for Prometheus.
 //!
 //! [`run`] reconnects by itself, with capped exponential backoff, whenever
 //! RabbitMQ goes away; it returns only on shutdown or on a configuration or
@@ -22,6 +23,7 @@ pub mod consumer;
 pub mod dead_letter;
 pub mod event;
 pub mod logger_client;
+pub mod metrics;
 pub mod settings;
 pub mod stats;
 pub mod topology;
@@ -31,6 +33,8 @@ use std::time::Duration;
 
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::{AmqpEndpoint, AmqpUrlError};
+use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
+use tokio::net::TcpListener;
 
 pub use settings::Settings;
 
@@ -63,9 +67,20 @@ pub enum Error {
     Topology(TopologyError),
 }
 
+/// The sockets the listener serves on: only its metrics door.
+#[derive(Debug, Default)]
+pub struct ListenerListeners {
+    /// The metrics door (socket name `metrics`), if the listener has one.
+    pub metrics: Option<TcpListener>,
+}
+
 /// Consumes until `shutdown` fires, then settles the deliveries in flight and
 /// closes the connection. READY=1 goes to systemd once consuming has begun.
-pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
+pub async fn run(
+    settings: Settings,
+    listeners: ListenerListeners,
+    shutdown: Shutdown,
+) -> Result<(), Error> {
     settings.validate()?;
     let rabbitmq = AmqpEndpoint::from_settings(
         "amqp.url",
@@ -74,9 +89,10 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
     )?;
     tracing::debug!(%rabbitmq, user = rabbitmq.username(), password_from = ?rabbitmq.password_source(), "RabbitMQ");
     let stats = Arc::new(Stats::default());
+    let registry = Metrics::new();
     let context = Arc::new(Context {
         rabbitmq,
-        logger: logger_client::LoggerClient::new(&settings.logger)?,
+        logger: logger_client::LoggerClient::new(&settings.logger, &registry)?,
         limits: settings.limits.log_limits(),
         breaker: Arc::new(Breaker::new(Backoff::new(
             LOGGER_BACKOFF_INITIAL,
@@ -86,6 +102,8 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
         shutdown: shutdown.clone(),
         amqp: settings.amqp,
     });
+    metrics::register(&registry, stats.clone(), context.breaker.clone());
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
     let reporter = tokio::spawn(stats::report_status(
         stats.clone(),
         {
@@ -126,6 +144,9 @@ pub async fn run(settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
         }
     };
     reporter.abort();
+    if let Some(door) = metrics_door {
+        let _ = door.await;
+    }
     let counts = stats.counts();
     tracing::info!(
         stored = counts.stored,

@@ -16,9 +16,10 @@
 //! (requeue and back off).
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use switchboard_runtime::metrics::{CallOutcome, Metrics, Outbound, Transport};
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::{BatchedEntry, RpcConnection, RpcError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -47,6 +48,7 @@ pub enum ForwardError {
 pub struct LoggerClient {
     door: Arc<Door>,
     timeout: Duration,
+    outbound: Outbound,
 }
 
 enum Door {
@@ -86,7 +88,7 @@ impl LoggerClient {
     /// Builds the client; nothing is dialled until the first event. Over
     /// RPC with batching, this spawns the batcher, which ends once every
     /// clone of the client is dropped.
-    pub fn new(settings: &Logger) -> Result<Self, reqwest::Error> {
+    pub fn new(settings: &Logger, metrics: &Metrics) -> Result<Self, reqwest::Error> {
         let timeout = settings.timeout();
         let door = match settings.via {
             LoggerVia::Rpc if settings.batch_max > 1 => {
@@ -116,6 +118,7 @@ impl LoggerClient {
         Ok(Self {
             door: Arc::new(door),
             timeout,
+            outbound: metrics.outbound(),
         })
     }
 
@@ -125,13 +128,29 @@ impl LoggerClient {
         entry: &LogEntry,
         request_id: Option<&str>,
     ) -> Result<(), ForwardError> {
-        match &*self.door {
-            Door::Rpc(connection) => forward_rpc(connection, entry, request_id, self.timeout).await,
-            Door::BatchedRpc(queue) => forward_batched(queue, entry, request_id).await,
-            Door::Http { client, log_url } => {
-                forward_http(client, log_url, entry, request_id).await
-            }
-        }
+        let started = Instant::now();
+        let (transport, forwarded) = match &*self.door {
+            Door::Rpc(connection) => (
+                Transport::rpc,
+                forward_rpc(connection, entry, request_id, self.timeout).await,
+            ),
+            Door::BatchedRpc(queue) => (
+                Transport::rpc,
+                forward_batched(queue, entry, request_id).await,
+            ),
+            Door::Http { client, log_url } => (
+                Transport::http,
+                forward_http(client, log_url, entry, request_id).await,
+            ),
+        };
+        let outcome = match &forwarded {
+            Ok(()) => CallOutcome::ok,
+            Err(ForwardError::Refused(_) | ForwardError::Conflict(_)) => CallOutcome::refused,
+            Err(ForwardError::Unavailable(_)) => CallOutcome::failed,
+        };
+        self.outbound
+            .record("logger", transport, outcome, started.elapsed());
+        forwarded
     }
 }
 

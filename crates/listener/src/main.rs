@@ -2,7 +2,7 @@
 //! handling, and runs the consumer until SIGTERM (see the library for the rest).
 
 use clap::Parser;
-use switchboard_listener::{Settings, run};
+use switchboard_listener::{ListenerListeners, Settings, run};
 use switchboard_runtime::service::{self, ConfigArg, Fatal, Service};
 
 /// Consumes RabbitMQ's `logs_topic` events and stores them through the logger.
@@ -20,10 +20,17 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn start(cli: &Cli) -> Result<(), Fatal> {
-    let service = Service::<Settings>::start("listener", &cli.config)?;
-    // The listener has no socket; anything passed in is a unit mistake.
+    let mut service = Service::<Settings>::start("listener", &cli.config)?;
+    let metrics = service
+        .listeners
+        .tcp_optional("metrics", service.settings.listen.metrics)
+        .await?;
     service.warn_unclaimed_sockets();
-    let work = run(service.settings.clone(), service.shutdown.clone());
+    let work = run(
+        service.settings.clone(),
+        ListenerListeners { metrics },
+        service.shutdown.clone(),
+    );
     service
         .run_until_drained(work, "deliveries in flight (RabbitMQ redelivers them)")
         .await

@@ -1,6 +1,6 @@
 //! The listener's configuration: the sections and keys of the README's listener
 //! table (`SWITCHBOARD_LISTENER__<SECTION>__<KEY>` overrides any of them). The
-//! listener has no socket, so there is no `[listen]` section.
+//! listener's only socket is its metrics door (`[listen] metrics`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use switchboard_wire::LogLimits;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
+    /// Where the metrics door listens when no `metrics` socket is passed.
+    pub listen: Listen,
     /// The RabbitMQ server and the topology the listener declares and consumes.
     pub amqp: Amqp,
     /// Where stored events go: the logger, and how to reach it.
@@ -22,6 +24,14 @@ pub struct Settings {
     pub limits: Limits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
+}
+
+/// `[listen]`: the fallback address of the socket systemd would pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Listen {
+    /// The metrics door (socket name `metrics`): none unless set or passed.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl ServiceSettings for Settings {

@@ -14,6 +14,7 @@ pub struct Stats {
     stored: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    in_flight: AtomicU64,
     phase: Mutex<Phase>,
 }
 
@@ -39,6 +40,18 @@ pub struct Counts {
     pub retried: u64,
     /// Sent to the dead-letter exchange.
     pub dead_lettered: u64,
+    /// Received and not settled yet.
+    pub in_flight: u64,
+}
+
+/// A delivery being handled; counted in flight until dropped.
+#[derive(Debug)]
+pub struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stats {
@@ -59,7 +72,14 @@ impl Stats {
             stored: self.stored.load(Ordering::Relaxed),
             retried: self.retried.load(Ordering::Relaxed),
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
         }
+    }
+
+    /// Counts a delivery in flight while the returned guard lives.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
     }
 
     pub fn set_phase(&self, phase: Phase) {
@@ -82,6 +102,7 @@ impl Stats {
             stored,
             retried,
             dead_lettered,
+            ..
         } = self.counts();
         let counts = format!("{stored} stored, {retried} retried, {dead_lettered} dead-lettered");
         match self.phase() {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use common::*;
 use mongodb::bson::doc;
 use switchboard_listener::settings::LoggerVia;
+use switchboard_testkit::metrics;
 
 async fn events_with_each_routing_key_are_stored(via: LoggerVia) {
     let Rig {
@@ -52,6 +53,43 @@ async fn events_with_each_routing_key_are_stored(via: LoggerVia) {
     })
     .await;
     assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
+
+    // The metrics door: three stored, none in flight, the breaker closed,
+    // and three calls to the logger over the configured transport.
+    let exposition = listener.scrape().await;
+    let count = |series: &str| metrics::sample(&exposition, series);
+    assert_eq!(
+        count(r#"switchboard_listener_deliveries_total{outcome="stored"}"#),
+        Some(3.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_listener_deliveries_total{outcome="dead_lettered"}"#),
+        Some(0.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count("switchboard_listener_deliveries_in_flight"),
+        Some(0.0)
+    );
+    assert_eq!(count("switchboard_listener_breaker_open"), Some(0.0));
+    let transport = match via {
+        LoggerVia::Rpc => "rpc",
+        LoggerVia::Http => "http",
+    };
+    assert_eq!(
+        metrics::sum(
+            &exposition,
+            "switchboard_outbound_calls_total",
+            &[
+                ("downstream", "logger"),
+                ("transport", transport),
+                ("outcome", "ok")
+            ]
+        ),
+        Some(3.0),
+        "{exposition}"
+    );
 
     // The queue is a durable quorum queue with the delivery limit.
     let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
@@ -252,6 +290,15 @@ async fn malformed_messages_are_dead_lettered_at_once() {
     }
     assert_eq!(store.count(doc! { "name": "big" }).await, 0);
     assert_eq!(store.count(doc! { "data": "empty name" }).await, 0);
+    let exposition = listener.scrape().await;
+    assert_eq!(
+        metrics::sample(
+            &exposition,
+            r#"switchboard_listener_deliveries_total{outcome="dead_lettered"}"#
+        ),
+        Some(malformed.len() as f64),
+        "{exposition}"
+    );
     publisher.close().await;
     listener.stop().await.expect("clean stop");
     logger.stop().await;

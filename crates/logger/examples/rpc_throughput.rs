@@ -47,6 +47,7 @@ async fn main() -> Result<(), Failure> {
         http: bind().await?,
         rpc: bind().await?,
         grpc: bind().await?,
+        metrics: None,
     };
     let rpc_addr = listeners.rpc.local_addr()?;
     let grpc_addr = listeners.grpc.local_addr()?;

@@ -16,6 +16,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::entry::ValidEntry;
+use crate::metrics::LoggerMetrics;
 use crate::store::{self, Health, StoreError};
 
 /// One queued write and where its outcome goes.
@@ -31,6 +32,7 @@ pub struct Writer {
     queue: mpsc::Sender<Job>,
     health: Arc<Health>,
     counters: Arc<Counters>,
+    metrics: LoggerMetrics,
 }
 
 /// How the writes were grouped so far (for tests, benchmarks and the log).
@@ -97,6 +99,7 @@ pub fn start(
     health: Arc<Health>,
     max_batch: usize,
     writers: usize,
+    metrics: &LoggerMetrics,
 ) -> (Writer, Writers) {
     let max_batch = max_batch.max(1);
     let writers = writers.max(1);
@@ -113,12 +116,14 @@ pub fn start(
             Arc::clone(&health),
             Arc::clone(&counters),
             max_batch,
+            metrics.clone(),
         ));
     }
     let writer = Writer {
         queue,
         health,
         counters: Arc::clone(&counters),
+        metrics: metrics.clone(),
     };
     (writer, Writers { tasks, counters })
 }
@@ -136,6 +141,7 @@ impl Writer {
         if let Some(reason) = self.health.down_reason() {
             return Err(StoreError::Unavailable(reason));
         }
+        let _waiting = self.metrics.waiting();
         let (reply, outcome) = oneshot::channel();
         let job = Job {
             document: store::document(entry, DateTime::now()),
@@ -157,6 +163,7 @@ async fn write_batches(
     health: Arc<Health>,
     counters: Arc<Counters>,
     max_batch: usize,
+    metrics: LoggerMetrics,
 ) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max_batch);
     loop {
@@ -176,7 +183,9 @@ async fn write_batches(
             Some(reason) => vec![Err(StoreError::Unavailable(reason)); jobs.len()],
             None => {
                 let documents: Vec<&Document> = jobs.iter().map(|job| &job.document).collect();
+                let started = std::time::Instant::now();
                 let outcomes = store.insert_batch(&documents).await;
+                metrics.batch_stored(documents.len(), started.elapsed());
                 counters.record(documents.len());
                 if let Some(Err(StoreError::Unavailable(reason))) = outcomes.first() {
                     health.mark_down(reason);

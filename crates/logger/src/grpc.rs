@@ -23,6 +23,7 @@ use switchboard_wire::proto::{LogRequest, LogResponse};
 
 use crate::entry::{EntryError, MAX_ID_BYTES};
 use crate::ingest::{Ingest, IngestError};
+use crate::metrics::Door;
 use crate::settings;
 
 /// What `WriteLog` answers on success (the original's reply).
@@ -70,7 +71,7 @@ impl LogService for GrpcDoor {
                     "invalid log entry: logEntry is missing",
                 ));
             };
-            match self.ingest.log(log.name, log.data, id).await {
+            match self.ingest.log(Door::grpc, log.name, log.data, id).await {
                 Ok(entry) => {
                     tracing::debug!(name = entry.name(), "logged");
                     Ok(Response::new(LogResponse {

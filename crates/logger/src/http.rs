@@ -4,22 +4,25 @@
 //! rel="next"` (RFC 8288), so the body stays the bare array it always was.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use bson::DateTime;
 use serde::Deserialize;
 use switchboard_runtime::http::{
     ApiError, ApiJson, Envelope, ReadinessCheck, reply, standard_service,
 };
+use switchboard_runtime::metrics::RouteTemplate;
 use switchboard_wire::LogEntry;
 
 use crate::entry::MAX_ID_BYTES;
 use crate::ingest::{Ingest, IngestError};
+use crate::metrics;
 use crate::store::{Cursor, RecentQuery, Store, StoreError};
 
 /// `GET /logs` returns this many entries unless `limit` says otherwise.
@@ -51,6 +54,7 @@ pub fn router(ingest: Ingest, store: Store, max_read_limit: u32) -> Router {
                 .map_err(|err| format!("mongodb: {err}"))
         })
     });
+    let metrics = ingest.metrics().registry().clone();
     let door = Door {
         ingest,
         store,
@@ -61,11 +65,15 @@ pub fn router(ingest: Ingest, store: Store, max_read_limit: u32) -> Router {
         .route("/logs", get(recent_logs))
         .route("/logs/{id}", get(one_log))
         .with_state(door);
-    standard_service(routes, readiness, max_body)
+    standard_service(routes, readiness, max_body, &metrics)
 }
 
 async fn write_log(State(door): State<Door>, ApiJson(entry): ApiJson<LogEntry>) -> Response {
-    match door.ingest.log(entry.name, entry.data, entry.id).await {
+    match door
+        .ingest
+        .log(metrics::Door::http, entry.name, entry.data, entry.id)
+        .await
+    {
         Ok(_) => reply(StatusCode::ACCEPTED, Envelope::ok("logged")),
         Err(err) => ingest_error(err).into_response(),
     }
@@ -150,7 +158,10 @@ async fn recent_logs(
         ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
     })?;
     let query = params.into_query(door.max_read_limit)?;
-    let page = door.store.recent(&query).await.map_err(store_error)?;
+    let started = Instant::now();
+    let page = door.store.recent(&query).await;
+    door.ingest.metrics().read(started.elapsed());
+    let page = page.map_err(store_error)?;
     let mut response = (StatusCode::OK, axum::Json(page.entries)).into_response();
     if let Some(next) = page.next
         && let Ok(link) = http::HeaderValue::try_from(next_link(&query, &next))
@@ -171,11 +182,20 @@ fn next_link(query: &RecentQuery, next: &Cursor) -> String {
     format!("</logs?{}>; rel=\"next\"", params.finish())
 }
 
-async fn one_log(State(door): State<Door>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    match door.store.get(&id).await.map_err(store_error)? {
-        Some(entry) => Ok((StatusCode::OK, axum::Json(entry)).into_response()),
-        None => Err(ApiError::not_found(format!("no log entry with id {id:?}"))),
-    }
+async fn one_log(
+    State(door): State<Door>,
+    Path(id): Path<String>,
+) -> (Extension<RouteTemplate>, Result<Response, ApiError>) {
+    let started = Instant::now();
+    let found = door.store.get(&id).await;
+    door.ingest.metrics().read(started.elapsed());
+    let answer = match found.map_err(store_error) {
+        Ok(Some(entry)) => Ok((StatusCode::OK, axum::Json(entry)).into_response()),
+        Ok(None) => Err(ApiError::not_found(format!("no log entry with id {id:?}"))),
+        Err(err) => Err(err),
+    };
+    // The template, not the id, is the metrics' label.
+    (Extension(RouteTemplate("/logs/{id}")), answer)
 }
 
 #[cfg(test)]

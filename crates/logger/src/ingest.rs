@@ -3,6 +3,7 @@
 
 use crate::batch::Writer;
 use crate::entry::{EntryError, EntryRules, ValidEntry};
+use crate::metrics::{Door, LoggerMetrics, WriteOutcome};
 use crate::store::StoreError;
 
 /// Why a write did not succeed: the client's fault, or the store's.
@@ -35,11 +36,20 @@ impl From<StoreError> for IngestError {
 pub struct Ingest {
     rules: EntryRules,
     writer: Writer,
+    metrics: LoggerMetrics,
 }
 
 impl Ingest {
-    pub fn new(rules: EntryRules, writer: Writer) -> Self {
-        Self { rules, writer }
+    pub fn new(rules: EntryRules, writer: Writer, metrics: LoggerMetrics) -> Self {
+        Self {
+            rules,
+            writer,
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &LoggerMetrics {
+        &self.metrics
     }
 
     pub fn rules(&self) -> EntryRules {
@@ -48,7 +58,28 @@ impl Ingest {
 
     /// Validates and stores one entry; returns it once it is stored (or was
     /// stored before under its id, with the same name and data).
+    /// `door` names where it came in, for the metrics.
     pub async fn log(
+        &self,
+        door: Door,
+        name: String,
+        data: String,
+        id: Option<String>,
+    ) -> Result<ValidEntry, IngestError> {
+        let logged = self.validate_and_write(name, data, id).await;
+        self.metrics.write(
+            door,
+            match &logged {
+                Ok(_) => WriteOutcome::stored,
+                Err(IngestError::Invalid(_)) => WriteOutcome::invalid,
+                Err(IngestError::Conflict { .. }) => WriteOutcome::conflict,
+                Err(IngestError::Store(_)) => WriteOutcome::unavailable,
+            },
+        );
+        logged
+    }
+
+    async fn validate_and_write(
         &self,
         name: String,
         data: String,

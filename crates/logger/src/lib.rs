@@ -11,6 +11,7 @@ pub mod entry;
 pub mod grpc;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod rpc;
 pub mod settings;
 pub mod store;
@@ -19,12 +20,14 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
 use switchboard_runtime::{Shutdown, lifecycle, wait};
 
 pub use settings::Settings;
 
 use crate::entry::EntryRules;
 use crate::ingest::Ingest;
+use crate::metrics::LoggerMetrics;
 use crate::store::{Health, Store};
 
 /// The logger's three listening sockets (socket names `http`, `rpc`, `grpc`).
@@ -33,6 +36,8 @@ pub struct DoorListeners {
     pub http: TcpListener,
     pub rpc: TcpListener,
     pub grpc: TcpListener,
+    /// The metrics door (socket name `metrics`), if the logger has one.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the logger stopped with an error.
@@ -54,6 +59,10 @@ pub async fn run(
     listeners: DoorListeners,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    // Served from the start: a wait for the store is worth watching too.
+    let registry = Metrics::new();
+    let metrics = LoggerMetrics::register(&registry);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
     let store = Store::new(&settings.mongodb)
         .await
         .map_err(Error::MongoUrl)?;
@@ -68,6 +77,9 @@ pub async fn run(
     })
     .await;
     let Some(kind) = prepared else {
+        if let Some(door) = metrics_door {
+            let _ = door.await;
+        }
         return Ok(()); // shut down before the store ever answered
     };
     tracing::info!(?kind, database = %settings.mongodb.database, collection = %settings.mongodb.collection, "log store ready");
@@ -78,13 +90,14 @@ pub async fn run(
         Arc::clone(&health),
         settings.batching.max_batch,
         settings.batching.writers,
+        &metrics,
     );
     let prober = {
         let (store, health, stop) = (store.clone(), Arc::clone(&health), shutdown.requested());
         tokio::spawn(async move { health.probe_while_down(&store, stop).await })
     };
 
-    let ingest = Ingest::new(EntryRules::from(&settings.limits), writer);
+    let ingest = Ingest::new(EntryRules::from(&settings.limits), writer, metrics);
     let router = http::router(
         ingest.clone(),
         store.clone(),
@@ -137,6 +150,9 @@ pub async fn run(
         "all writes stored; logger stopped"
     );
     prober.abort();
+    if let Some(door) = metrics_door {
+        let _ = door.await;
+    }
     http_result.and(grpc_result)
 }
 

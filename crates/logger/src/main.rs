@@ -25,6 +25,10 @@ async fn start(cli: &Cli) -> Result<(), Fatal> {
         http: service.listeners.tcp("http", listen.http).await?,
         rpc: service.listeners.tcp("rpc", listen.rpc).await?,
         grpc: service.listeners.tcp("grpc", listen.grpc).await?,
+        metrics: service
+            .listeners
+            .tcp_optional("metrics", listen.metrics)
+            .await?,
     };
     service.warn_unclaimed_sockets();
     let work = run(

@@ -33,6 +33,7 @@ use switchboard_wire::rpc::{
 };
 
 use crate::ingest::{Ingest, IngestError};
+use crate::metrics::Door;
 use crate::settings;
 
 /// The `LogRpc` implementation.
@@ -68,7 +69,7 @@ impl RpcDoor {
     ) -> Result<String, RpcError> {
         let span = tracing::info_span!("rpc", method, request_id = %request_id);
         async move {
-            match self.ingest.log(name, data, id).await {
+            match self.ingest.log(Door::rpc, name, data, id).await {
                 Ok(entry) => {
                     tracing::debug!(name = entry.name(), "logged");
                     Ok(processed_reply(entry.name()))

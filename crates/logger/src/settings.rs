@@ -50,6 +50,8 @@ pub struct Listen {
     pub rpc: SocketAddr,
     /// gRPC `logs.LogService`; socket name `grpc`.
     pub grpc: SocketAddr,
+    /// The metrics door (socket name `metrics`): none unless set or passed.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Default for Listen {
@@ -58,6 +60,7 @@ impl Default for Listen {
             http: SocketAddr::from(([127, 0, 0, 1], 8082)),
             rpc: SocketAddr::from(([127, 0, 0, 1], 5001)),
             grpc: SocketAddr::from(([127, 0, 0, 1], 50001)),
+            metrics: None,
         }
     }
 }

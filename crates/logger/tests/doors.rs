@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use common::{Logger, grpc_request, rpc_context, settings};
 use mongodb::bson::doc;
 use serde_json::json;
-use switchboard_testkit::{MongoDb, servers_disabled, unique_name};
+use switchboard_testkit::{MongoDb, metrics, servers_disabled, unique_name};
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::RpcError;
 use tonic::Code;
@@ -109,6 +109,56 @@ async fn a_write_through_each_door_is_stored_and_readable() {
     let (status, missing) = logger.get("/logs/0123456789abcdef01234567").await;
     assert_eq!(status, 404);
     assert_eq!(missing["error"], true);
+
+    // The metrics door saw every write by its door, the group commit, and
+    // the reads under the route's template, never an id.
+    let exposition = reqwest::get(format!("{}/metrics", logger.metrics))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("exposition");
+    for (door, stored) in [("http", 1.0), ("grpc", 1.0), ("rpc", 2.0)] {
+        assert_eq!(
+            metrics::sample(
+                &exposition,
+                &format!(r#"switchboard_logger_writes_total{{door="{door}",outcome="stored"}}"#)
+            ),
+            Some(stored),
+            "{door}: {exposition}"
+        );
+    }
+    assert_eq!(
+        metrics::sample(&exposition, "switchboard_logger_batch_entries_sum"),
+        Some(4.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        metrics::sample(&exposition, "switchboard_logger_writes_waiting"),
+        Some(0.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        metrics::sum(
+            &exposition,
+            "switchboard_http_requests_total",
+            &[("route", "/logs/{id}"), ("method", "GET")]
+        ),
+        Some(2.0),
+        "{exposition}"
+    );
+    assert!(
+        !exposition.contains("0123456789abcdef01234567"),
+        "{exposition}"
+    );
+    assert_eq!(
+        metrics::sample(
+            &exposition,
+            "switchboard_logger_store_read_duration_seconds_count"
+        ),
+        Some(3.0),
+        "{exposition}"
+    );
 
     logger.stop().await.expect("clean shutdown");
 }
@@ -620,7 +670,11 @@ async fn batches_form_under_concurrent_load() {
     let settings = settings(&MongoDb::shared().expect("server").url());
     let store = store::Store::new(&settings.mongodb).await.expect("store");
     store.ping().await.expect("ping");
-    let (writer, writers) = batch::start(store, Arc::new(store::Health::default()), 64, 1);
+    let metrics = switchboard_logger::metrics::LoggerMetrics::register(
+        &switchboard_runtime::metrics::Metrics::new(),
+    );
+    let (writer, writers) =
+        batch::start(store, Arc::new(store::Health::default()), 64, 1, &metrics);
     let rules = EntryRules::from(&settings.limits);
     let mut calls = Vec::new();
     for n in 0..300 {

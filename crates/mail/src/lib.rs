@@ -11,6 +11,7 @@
 //! socket; tests call [`run`] with a listener of their own.
 
 pub mod message;
+pub mod metrics;
 pub mod settings;
 pub mod smtp;
 
@@ -20,14 +21,16 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use lettre::message::Mailbox;
 use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply, request_id};
+use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
 use switchboard_runtime::{Shutdown, lifecycle, wait};
 use tokio::net::TcpListener;
 
 use crate::message::{Outgoing, SendRequest, ValidMailbox};
+use crate::metrics::{MailMetrics, SendOutcome};
 use crate::settings::Settings;
 use crate::smtp::{Mailer, SendError, SetupError};
 
@@ -36,6 +39,8 @@ use crate::smtp::{Mailer, SendError, SetupError};
 pub struct MailListeners {
     /// The HTTP API; socket name `http`.
     pub http: TcpListener,
+    /// The metrics door (socket name `metrics`), if mail has one.
+    pub metrics: Option<TcpListener>,
 }
 
 /// Why the service could not start or stopped serving.
@@ -55,6 +60,7 @@ struct AppState {
     mailer: Mailer,
     default_sender: ValidMailbox,
     max_message_bytes: usize,
+    metrics: MailMetrics,
 }
 
 /// Connects to the SMTP server (retrying until it answers or `shutdown`
@@ -67,6 +73,10 @@ pub async fn run(
     listeners: MailListeners,
     shutdown: Shutdown,
 ) -> Result<(), Error> {
+    // Served from the start: a wait for the SMTP server is worth watching too.
+    let registry = Metrics::new();
+    let metrics = MailMetrics::register(&registry);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let password = smtp::load_password(
         settings.smtp.password_file.as_deref(),
@@ -79,6 +89,7 @@ pub async fn run(
         .await
         .is_none()
     {
+        wait_for(metrics_door).await;
         return Ok(());
     }
     tracing::info!(server = %mailer.server(), "SMTP server answers");
@@ -87,11 +98,13 @@ pub async fn run(
         mailer,
         default_sender,
         max_message_bytes: settings.limits.max_message_bytes,
+        metrics,
     });
     let router = switchboard_runtime::http::standard_service(
         routes(state.clone()),
         readiness(state.clone()),
         max_body_bytes(settings.limits.max_message_bytes),
+        &registry,
     );
     tracing::info!(
         addr = ?listeners.http.local_addr().ok(),
@@ -111,7 +124,14 @@ pub async fn run(
     )
     .await;
     state.mailer.shutdown().await;
+    wait_for(metrics_door).await;
     served.map_err(Error::Serve)
+}
+
+async fn wait_for(door: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(door) = door {
+        let _ = door.await;
+    }
 }
 
 /// The routes of the service (health routes are added by the runtime).
@@ -156,11 +176,31 @@ fn default_sender(settings: &Settings) -> Result<ValidMailbox, Error> {
     ValidMailbox::parse("sender", &formatted).map_err(|err| Error::DefaultSender(err.to_string()))
 }
 
-/// `POST /send`.
+/// `POST /send`, counted by outcome.
 async fn send(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<SendRequest>,
+    request: Result<ApiJson<SendRequest>, ApiError>,
+) -> Response {
+    let metrics = state.metrics.clone();
+    let response = match request {
+        Ok(ApiJson(request)) => send_one(state, headers, request)
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
+        Err(refused) => refused.into_response(),
+    };
+    metrics.send(match response.status() {
+        StatusCode::ACCEPTED => SendOutcome::sent,
+        status if status.is_client_error() => SendOutcome::refused,
+        _ => SendOutcome::failed,
+    });
+    response
+}
+
+async fn send_one(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    request: SendRequest,
 ) -> Result<Response, ApiError> {
     let outgoing = Outgoing::parse(&request, &state.default_sender, state.max_message_bytes)
         .map_err(|err| ApiError::bad_request(err.to_string()))?;
@@ -172,7 +212,10 @@ async fn send(
         )
     })?;
     let to = outgoing.to.address();
-    match state.mailer.send(email).await {
+    let started = std::time::Instant::now();
+    let sent = state.mailer.send(email).await;
+    state.metrics.smtp_took(started.elapsed());
+    match sent {
         Ok(()) => {
             tracing::info!(to = %to, from = %outgoing.from.address(), "message sent");
             Ok(reply(

@@ -26,10 +26,14 @@ async fn start(cli: &Cli) -> Result<(), Fatal> {
         .listeners
         .tcp("http", service.settings.listen.http)
         .await?;
+    let metrics = service
+        .listeners
+        .tcp_optional("metrics", service.settings.listen.metrics)
+        .await?;
     service.warn_unclaimed_sockets();
     let work = run(
         service.settings.clone(),
-        MailListeners { http },
+        MailListeners { http, metrics },
         service.shutdown.clone(),
     );
     service.run_until_drained(work, "in-flight requests").await

@@ -269,6 +269,39 @@ async fn an_smtp_outage_is_a_502_naming_the_server_and_recovers() {
     // MailHog forgot everything when it stopped: only the last one is there.
     let items = received(&hog, &to, 1);
     assert_eq!(header(&items[0], "Subject"), "after");
+
+    // Two sent and one failed, each timed; a bad request is refused unsent.
+    let (status, _) = send(&service.base, &mail(None, "not an address", "x", "m")).await;
+    assert_eq!(status, 400);
+    let exposition = client
+        .get(format!("{}/metrics", service.metrics))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("exposition");
+    let count = |series: &str| switchboard_testkit::metrics::sample(&exposition, series);
+    assert_eq!(
+        count(r#"switchboard_mail_sends_total{outcome="sent"}"#),
+        Some(2.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_mail_sends_total{outcome="failed"}"#),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count(r#"switchboard_mail_sends_total{outcome="refused"}"#),
+        Some(1.0),
+        "{exposition}"
+    );
+    assert_eq!(
+        count("switchboard_mail_send_duration_seconds_count"),
+        Some(3.0),
+        "{exposition}"
+    );
     service.stop().await;
 }
 
@@ -376,7 +409,10 @@ async fn the_service_serves_only_once_the_smtp_server_answers() {
     let shutdown = switchboard_runtime::Shutdown::new();
     let task = tokio::spawn(switchboard_mail::run(
         common::settings(hog.smtp_port(), |_| {}),
-        switchboard_mail::MailListeners { http: listener },
+        switchboard_mail::MailListeners {
+            http: listener,
+            metrics: None,
+        },
         shutdown.clone(),
     ));
     // Connections wait in the backlog while the relay is down.
@@ -409,7 +445,10 @@ async fn shutdown_while_waiting_for_the_relay_ends_cleanly() {
     let shutdown = switchboard_runtime::Shutdown::new();
     let task = tokio::spawn(switchboard_mail::run(
         common::settings(port, |_| {}),
-        switchboard_mail::MailListeners { http: listener },
+        switchboard_mail::MailListeners {
+            http: listener,
+            metrics: None,
+        },
         shutdown.clone(),
     ));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

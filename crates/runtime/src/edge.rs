@@ -7,7 +7,8 @@
 //! one), runs it inside one `request` span that carries the id, logs one INFO
 //! line per answer, and puts the id on the response; [`PanicGuard`], right
 //! around the router, answers a panic with the JSON 500 instead of dropping
-//! the connection. `scripts/profile-edge`
+//! the connection. The edge also counts each answer and its duration in the
+//! service's [`crate::metrics::HttpMetrics`]. `scripts/profile-edge`
 //! counts what it costs per request.
 
 use std::convert::Infallible;
@@ -28,21 +29,33 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use crate::http::{ApiError, REQUEST_ID_HEADER};
+use crate::metrics::HttpMetrics;
 
 /// What every service here answers: a response, never an error.
 type Answered = Result<Response, Infallible>;
 /// The future of [`Edge`] and [`Deadline`]: one allocation per request.
 type BoxedAnswer = Pin<Box<dyn Future<Output = Answered> + Send>>;
 
-/// Wraps a router in [`Edge`].
-#[derive(Debug, Clone, Copy, Default)]
-pub struct EdgeLayer;
+/// Wraps a router in [`Edge`], which records its requests in `metrics`.
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    metrics: HttpMetrics,
+}
+
+impl EdgeLayer {
+    pub fn new(metrics: HttpMetrics) -> Self {
+        Self { metrics }
+    }
+}
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = Edge<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Edge { inner }
+        Edge {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -50,6 +63,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Debug, Clone)]
 pub struct Edge<S> {
     inner: S,
+    metrics: HttpMetrics,
 }
 
 impl<S> Service<Request<Body>> for Edge<S>
@@ -82,10 +96,14 @@ where
             request_id = %id.to_str().unwrap_or("-"),
         );
         let started = Instant::now();
+        // Both are reference-counted: kept for the metrics at no allocation.
+        let (method, uri) = (request.method().clone(), request.uri().clone());
+        let metrics = self.metrics.clone();
         let answer = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let Ok(mut response) = answer.await;
+                metrics.record(&method, uri.path(), &response, started.elapsed());
                 // The line tower-http's trace layer wrote, so the journal
                 // reads as before.
                 tracing::info!(

@@ -19,6 +19,8 @@ use serde::de::DeserializeOwned;
 use tower::layer::util::Identity;
 use tower::{Layer, Service};
 
+use crate::metrics::{Metrics, Unrouted};
+
 /// The header that carries a request's id across every hop (the wire's).
 pub use switchboard_wire::REQUEST_ID_HEADER;
 
@@ -190,7 +192,7 @@ pub fn health_routes<S: Clone + Send + Sync + 'static>(readiness: ReadinessCheck
 }
 
 /// Wraps a service's router with what every JSON service has: health routes,
-/// JSON 404/405, a body limit, [`crate::edge::Edge`] (request ids, generated
+/// JSON 404/405, a body limit, request metrics in `metrics`, [`crate::edge::Edge`] (request ids, generated
 /// or propagated, and one tracing span per request that carries the id) and
 /// [`crate::edge::PanicGuard`] (a plain JSON 500 instead of a dropped
 /// connection).
@@ -198,8 +200,9 @@ pub fn standard_service(
     router: Router,
     readiness: ReadinessCheck,
     max_body_bytes: usize,
+    metrics: &Metrics,
 ) -> Router {
-    standard_service_with(router, readiness, max_body_bytes, Identity::new())
+    standard_service_with(router, readiness, max_body_bytes, metrics, Identity::new())
 }
 
 /// [`standard_service`] with `layer` (CORS, say) between the edge and the
@@ -213,6 +216,7 @@ pub fn standard_service_with<L>(
     router: Router,
     readiness: ReadinessCheck,
     max_body_bytes: usize,
+    metrics: &Metrics,
     layer: L,
 ) -> Router
 where
@@ -223,7 +227,11 @@ where
 {
     let routed = router
         .merge(health_routes(readiness))
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(|| async {
+            let mut response = ApiError::not_found("no such endpoint").into_response();
+            response.extensions_mut().insert(Unrouted);
+            response
+        })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -231,7 +239,7 @@ where
             )
         });
     let edge = tower::ServiceBuilder::new()
-        .layer(crate::edge::EdgeLayer)
+        .layer(crate::edge::EdgeLayer::new(metrics.http().clone()))
         .layer(axum::Extension(BodyLimit(max_body_bytes)))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(layer)
@@ -292,7 +300,7 @@ mod tests {
                     request_id(&headers).unwrap_or("none").to_owned()
                 }),
             );
-        standard_service(router, readiness, 64)
+        standard_service(router, readiness, 64, &crate::metrics::Metrics::new())
     }
 
     #[tokio::test]

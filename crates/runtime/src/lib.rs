@@ -3,7 +3,8 @@
 //! logging to journald or stderr, and the HTTP conventions of the wire contract
 //! (the JSON envelope, errors that never leak panics, health endpoints), and
 //! secrets from files or systemd credentials ([`credentials`], [`amqp`]), and
-//! the bounds every door keeps ([`limits`]).
+//! the bounds every door keeps ([`limits`]), and the Prometheus metrics every
+//! service exports ([`metrics`]).
 //!
 //! A service's `main.rs` stays thin: it calls [`service::Service::start`],
 //! connects to its dependencies, builds its routers and hands them the listeners
@@ -19,6 +20,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod limits;
 pub mod listen;
+pub mod metrics;
 pub mod service;
 pub mod telemetry;
 pub mod wait;

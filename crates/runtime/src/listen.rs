@@ -95,6 +95,23 @@ impl Listeners {
         Ok(listener)
     }
 
+    /// A door that may be off: the inherited socket `name`, else `fallback`
+    /// bound now, else none (no socket passed and no address configured).
+    pub async fn tcp_optional(
+        &mut self,
+        name: &str,
+        fallback: Option<SocketAddr>,
+    ) -> Result<Option<TcpListener>, ListenError> {
+        match fallback {
+            Some(addr) => self.tcp(name, addr).await.map(Some),
+            None if self.has(name) => self
+                .tcp(name, SocketAddr::from(([127, 0, 0, 1], 0)))
+                .await
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Names of passed sockets nobody asked for: usually a unit/config mismatch
     /// worth a warning (e.g. `FileDescriptorName=` misspelled).
     pub fn unclaimed(&self) -> Vec<String> {

@@ -74,7 +74,12 @@ fn activated_http_service() {
         lifecycle::ready();
         switchboard_runtime::service::serve_http(
             listener,
-            standard_service(router, always_ready(), 1024),
+            standard_service(
+                router,
+                always_ready(),
+                1024,
+                &switchboard_runtime::metrics::Metrics::new(),
+            ),
             shutdown,
         )
         .await

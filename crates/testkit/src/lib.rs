@@ -76,6 +76,7 @@ mod binary;
 pub mod browser;
 mod error;
 mod mailhog;
+pub mod metrics;
 mod mongodb;
 mod net;
 mod postgres;

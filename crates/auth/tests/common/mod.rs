@@ -41,6 +41,8 @@ pub fn fresh_vhost() -> String {
 /// The service running in this process.
 pub struct TestService {
     pub base: String,
+    /// The metrics door (`GET /metrics`).
+    pub metrics: String,
     pub shutdown: Shutdown,
     pub task: tokio::task::JoinHandle<Result<(), switchboard_auth::Error>>,
     pub settings: Settings,
@@ -52,10 +54,19 @@ impl TestService {
             .await
             .expect("bind");
         let base = format!("http://{}", http.local_addr().expect("addr"));
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let metrics_base = format!("http://{}", metrics.local_addr().expect("addr"));
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(run(settings.clone(), Listeners { http }, shutdown.clone()));
+        let listeners = Listeners {
+            http,
+            metrics: Some(metrics),
+        };
+        let task = tokio::spawn(run(settings.clone(), listeners, shutdown.clone()));
         let service = Self {
             base,
+            metrics: metrics_base,
             shutdown,
             task,
             settings,

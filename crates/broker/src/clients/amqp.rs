@@ -19,6 +19,7 @@ use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::link::Message;
 use switchboard_runtime::amqp::{AmqpEndpoint, ConfirmChannel, Connector, LinkError, Outcome};
 use switchboard_runtime::http::REQUEST_ID_HEADER;
+use switchboard_runtime::metrics::Metrics;
 use switchboard_wire::LogEntry;
 
 use crate::error::{Downstream, DownstreamError, error_chain};
@@ -36,10 +37,15 @@ pub struct AmqpPublisher {
 }
 
 impl AmqpPublisher {
-    pub fn new(endpoint: AmqpEndpoint, exchange: String, timeout: Duration) -> Self {
+    pub fn new(
+        endpoint: AmqpEndpoint,
+        exchange: String,
+        timeout: Duration,
+        metrics: &Metrics,
+    ) -> Self {
         let connector = Connector::new(endpoint, "switchboard-broker", timeout);
         Self {
-            channel: Arc::new(ConfirmChannel::new(connector, &exchange)),
+            channel: Arc::new(ConfirmChannel::new(connector, &exchange).with_metrics(metrics)),
             timeout,
         }
     }
@@ -153,6 +159,7 @@ mod tests {
             endpoint("amqp://guest:secret@127.0.0.1:5672/%2f"),
             "logs_topic".into(),
             Duration::from_secs(1),
+            &Metrics::new(),
         );
         assert_eq!(publisher.address(), "amqp://127.0.0.1:5672/%2f");
     }
@@ -163,6 +170,7 @@ mod tests {
             endpoint("amqp://guest:guest@127.0.0.1:9/%2f"),
             "logs_topic".into(),
             Duration::from_secs(1),
+            &Metrics::new(),
         );
         let entry = LogEntry {
             name: "n".into(),

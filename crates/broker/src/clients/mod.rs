@@ -10,7 +10,7 @@ pub mod rpc;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +18,7 @@ use serde_json::json;
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_runtime::http::ApiError;
+use switchboard_runtime::metrics::{CallOutcome, Metrics, Outbound, Transport};
 use switchboard_wire::{LogEntry, ValidLogEntry};
 
 use crate::error::{Downstream, DownstreamError, Error};
@@ -80,11 +81,12 @@ pub struct Downstreams {
     rpc: RpcLogger,
     grpc: GrpcLogger,
     amqp: Arc<AmqpPublisher>,
+    outbound: Outbound,
 }
 
 impl Downstreams {
     /// Builds every client; nothing is connected yet (see [`Self::start`]).
-    pub fn new(settings: &Settings) -> Result<Self, Error> {
+    pub fn new(settings: &Settings, metrics: &Metrics) -> Result<Self, Error> {
         let d = &settings.downstream;
         let timeout = d.timeout();
         let http = HttpClient::new(timeout).map_err(|err| Error::Client {
@@ -111,7 +113,9 @@ impl Downstreams {
                 )?,
                 settings.events.exchange.clone(),
                 timeout,
+                metrics,
             )),
+            outbound: metrics.outbound(),
         })
     }
 
@@ -130,6 +134,24 @@ impl Downstreams {
     /// Auth's `POST /authenticate`; the user object on success. `client` is
     /// the broker's client, whose failed logins auth counts (its throttle).
     pub async fn authenticate(
+        &self,
+        credentials: &AuthPayload,
+        request_id: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<serde_json::Value, AuthFailure> {
+        let started = Instant::now();
+        let answer = self.call_auth(credentials, request_id, client).await;
+        let outcome = match &answer {
+            Ok(_) => CallOutcome::ok,
+            Err(AuthFailure::Throttled(_)) => CallOutcome::refused,
+            Err(AuthFailure::Downstream(err)) => call_outcome(err),
+        };
+        self.outbound
+            .record("auth", Transport::http, outcome, started.elapsed());
+        answer
+    }
+
+    async fn call_auth(
         &self,
         credentials: &AuthPayload,
         request_id: Option<&str>,
@@ -161,19 +183,37 @@ impl Downstreams {
         mail: &MailPayload,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
+        let started = Instant::now();
         let url = http::join(&self.mail_url, "/send");
         let body = json!({
             "from": mail.from, "to": mail.to, "subject": mail.subject, "message": mail.message,
         });
-        let reply = self
+        let sent = match self
             .http
             .post_envelope(Downstream::Mail, &url, &body, request_id, None)
-            .await?;
-        if reply.status.is_success() {
-            Ok(())
-        } else {
-            Err(http::non_success(Downstream::Mail, reply))
-        }
+            .await
+        {
+            Ok(reply) if reply.status.is_success() => Ok(()),
+            Ok(reply) => Err(http::non_success(Downstream::Mail, reply)),
+            Err(err) => Err(err),
+        };
+        self.record("mail", Transport::http, &sent, started);
+        sent
+    }
+
+    fn record(
+        &self,
+        downstream: &'static str,
+        transport: Transport,
+        result: &Result<(), DownstreamError>,
+        started: Instant,
+    ) {
+        let outcome = match result {
+            Ok(()) => CallOutcome::ok,
+            Err(err) => call_outcome(err),
+        };
+        self.outbound
+            .record(downstream, transport, outcome, started.elapsed());
     }
 
     /// Stores a log entry through the chosen transport. Every entry gets an
@@ -191,12 +231,31 @@ impl Downstreams {
         entry
             .id
             .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
-        match via {
-            LogVia::Rpc => self.rpc.log(entry, request_id).await,
-            LogVia::Grpc => self.grpc.log(entry, request_id).await,
-            LogVia::Http => self.log_http(&entry, request_id).await,
-            LogVia::Amqp => self.amqp.publish(&entry, request_id).await,
-        }
+        let started = Instant::now();
+        let (downstream, transport, stored) = match via {
+            LogVia::Rpc => (
+                "logger",
+                Transport::rpc,
+                self.rpc.log(entry, request_id).await,
+            ),
+            LogVia::Grpc => (
+                "logger",
+                Transport::grpc,
+                self.grpc.log(entry, request_id).await,
+            ),
+            LogVia::Http => (
+                "logger",
+                Transport::http,
+                self.log_http(&entry, request_id).await,
+            ),
+            LogVia::Amqp => (
+                "rabbitmq",
+                Transport::amqp,
+                self.amqp.publish(&entry, request_id).await,
+            ),
+        };
+        self.record(downstream, transport, &stored, started);
+        stored
     }
 
     async fn log_http(
@@ -253,6 +312,18 @@ impl Downstreams {
             detail: result.err().unwrap_or_else(|| "ok".to_owned()),
         })
         .collect()
+    }
+}
+
+/// A failed call in the metrics' words: the downstream refused the input,
+/// did not answer in time, or failed.
+fn call_outcome(err: &DownstreamError) -> CallOutcome {
+    match err {
+        DownstreamError::Rejected { .. }
+        | DownstreamError::InvalidCredentials
+        | DownstreamError::Conflict { .. } => CallOutcome::refused,
+        DownstreamError::TimedOut { .. } => CallOutcome::timeout,
+        DownstreamError::Unreachable { .. } | DownstreamError::Failed { .. } => CallOutcome::failed,
     }
 }
 

@@ -72,6 +72,8 @@ struct Task {
 /// The broker and the real services behind it.
 pub struct Stack {
     pub broker: String,
+    /// The broker's metrics door (`GET /metrics`).
+    pub broker_metrics: String,
     /// The logger's HTTP door, directly (for reading `/logs`).
     pub logger_http: String,
     pub logger_rpc: Proxy,
@@ -111,7 +113,12 @@ impl Stack {
             name: "logger",
             shutdown: shutdown.clone(),
             handle: tokio::spawn({
-                let listeners = switchboard_logger::DoorListeners { http, rpc, grpc };
+                let listeners = switchboard_logger::DoorListeners {
+                    http,
+                    rpc,
+                    grpc,
+                    metrics: None,
+                };
                 let run = switchboard_logger::run(logger_settings, listeners, shutdown);
                 async move { run.await.map_err(|err| err.to_string()) }
             }),
@@ -133,6 +140,7 @@ impl Stack {
                     auth_settings.clone(),
                     switchboard_auth::Listeners {
                         http: auth_listener,
+                        metrics: None,
                     },
                     shutdown,
                 );
@@ -154,6 +162,7 @@ impl Stack {
                     mail_settings,
                     switchboard_mail::MailListeners {
                         http: mail_listener,
+                        metrics: None,
                     },
                     shutdown,
                 );
@@ -171,7 +180,11 @@ impl Stack {
                 name: "listener",
                 shutdown: shutdown.clone(),
                 handle: tokio::spawn({
-                    let run = switchboard_listener::run(listener_settings, shutdown);
+                    let run = switchboard_listener::run(
+                        listener_settings,
+                        switchboard_listener::ListenerListeners::default(),
+                        shutdown,
+                    );
                     async move { run.await.map_err(|err| err.to_string()) }
                 }),
             });
@@ -193,11 +206,12 @@ impl Stack {
         broker_settings.downstream.default_log_via = options.default_via;
         broker_settings.events.amqp_url = amqp_url.clone();
         broker_settings.admin.expose_downstreams = true;
-        let (broker, task) = start_broker(broker_settings.clone()).await;
+        let (broker, broker_metrics, task) = start_broker(broker_settings.clone()).await;
         tasks.push(task);
 
         let stack = Stack {
             broker,
+            broker_metrics,
             logger_http: format!("http://{logger_http_addr}"),
             logger_rpc,
             logger_grpc,
@@ -299,21 +313,28 @@ impl Stack {
     }
 }
 
-/// Starts a broker with `settings` on a fresh loopback port.
-async fn start_broker(settings: Settings) -> (String, Task) {
+/// Starts a broker with `settings` on a fresh loopback port, its metrics
+/// door on another; their base URLs.
+async fn start_broker(settings: Settings) -> (String, String, Task) {
     let listener = loopback().await;
     let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let metrics = loopback().await;
+    let metrics_base = format!("http://{}", metrics.local_addr().expect("addr"));
     let shutdown = Shutdown::new();
     let handle = tokio::spawn({
         let run = switchboard_broker::run(
             settings,
-            BrokerListeners { http: listener },
+            BrokerListeners {
+                http: listener,
+                metrics: Some(metrics),
+            },
             shutdown.clone(),
         );
         async move { run.await.map_err(|err| err.to_string()) }
     });
     (
         base,
+        metrics_base,
         Task {
             name: "broker",
             shutdown,
@@ -331,7 +352,7 @@ pub struct LoneBroker {
 impl LoneBroker {
     pub async fn start(settings: Settings) -> LoneBroker {
         capture::install();
-        let (base, task) = start_broker(settings).await;
+        let (base, _metrics, task) = start_broker(settings).await;
         LoneBroker { base, task }
     }
 

@@ -11,6 +11,8 @@ use switchboard_runtime::Shutdown;
 /// A front-end running in this test's runtime.
 pub struct Running {
     pub base: String,
+    /// The metrics door (`GET /metrics`).
+    pub metrics: String,
     pub shutdown: Shutdown,
     pub task: tokio::task::JoinHandle<Result<(), switchboard_frontend::Error>>,
 }
@@ -34,14 +36,22 @@ pub async fn start(broker_url: &str) -> Running {
     let addr = listener.local_addr().expect("addr");
     let mut settings = Settings::default();
     settings.page.broker_url = broker_url.to_owned();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_addr = metrics.local_addr().expect("addr");
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(
         settings,
-        FrontendListeners { http: listener },
+        FrontendListeners {
+            http: listener,
+            metrics: Some(metrics),
+        },
         shutdown.clone(),
     ));
     Running {
         base: format!("http://{addr}"),
+        metrics: format!("http://{metrics_addr}"),
         shutdown,
         task,
     }

@@ -356,6 +356,7 @@ impl Logger {
             http: bind(self.http).await,
             rpc: bind(self.rpc).await,
             grpc: bind(self.grpc).await,
+            metrics: None,
         };
         let shutdown = Shutdown::new();
         let task = tokio::spawn(switchboard_logger::run(
@@ -422,6 +423,8 @@ pub fn listener_settings(
 
 /// The listener running in this process.
 pub struct Listener {
+    /// The metrics door (`GET /metrics`).
+    pub metrics: String,
     shutdown: Shutdown,
     task: Option<JoinHandle<Result<(), switchboard_listener::Error>>>,
 }
@@ -429,8 +432,19 @@ pub struct Listener {
 impl Listener {
     pub fn spawn(settings: switchboard_listener::Settings) -> Listener {
         let shutdown = Shutdown::new();
-        let task = tokio::spawn(switchboard_listener::run(settings, shutdown.clone()));
+        let door = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        door.set_nonblocking(true).expect("non-blocking");
+        let metrics = format!("http://{}", door.local_addr().expect("addr"));
+        let listeners = switchboard_listener::ListenerListeners {
+            metrics: Some(TcpListener::from_std(door).expect("adopt")),
+        };
+        let task = tokio::spawn(switchboard_listener::run(
+            settings,
+            listeners,
+            shutdown.clone(),
+        ));
         Listener {
+            metrics,
             shutdown,
             task: Some(task),
         }
@@ -444,6 +458,15 @@ impl Listener {
             .await
             .expect("listener stops in time")
             .expect("listener task")
+    }
+
+    /// The listener's metrics, as Prometheus would scrape them.
+    pub async fn scrape(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .expect("scrape");
+        assert_eq!(response.status(), 200);
+        response.text().await.expect("exposition")
     }
 
     pub fn is_finished(&self) -> bool {

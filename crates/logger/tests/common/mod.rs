@@ -19,6 +19,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// A logger running in this test process.
 pub struct Logger {
     pub http: String,
+    /// The metrics door (`GET /metrics`).
+    pub metrics: String,
     pub rpc: SocketAddr,
     pub grpc: SocketAddr,
     pub mongo_url: String,
@@ -51,6 +53,7 @@ impl Logger {
             http: loopback().await,
             rpc: loopback().await,
             grpc: loopback().await,
+            metrics: Some(loopback().await),
         };
         let addr = |listener: &TcpListener| listener.local_addr().expect("local addr");
         let (http, rpc, grpc) = (
@@ -58,6 +61,11 @@ impl Logger {
             addr(&listeners.rpc),
             addr(&listeners.grpc),
         );
+        let metrics = listeners
+            .metrics
+            .as_ref()
+            .map(addr)
+            .expect("a metrics door");
         let shutdown = Shutdown::new();
         let task = tokio::spawn(switchboard_logger::run(
             settings.clone(),
@@ -66,6 +74,7 @@ impl Logger {
         ));
         let logger = Logger {
             http: format!("http://{http}"),
+            metrics: format!("http://{metrics}"),
             rpc,
             grpc,
             mongo_url: settings.mongodb.url.clone(),

@@ -20,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 /// A mail service running in this test's runtime.
 pub struct Running {
     pub base: String,
+    /// The metrics door (`GET /metrics`).
+    pub metrics: String,
     pub shutdown: Shutdown,
     pub task: tokio::task::JoinHandle<Result<(), switchboard_mail::Error>>,
 }
@@ -51,10 +53,17 @@ pub async fn start(settings: Settings) -> Running {
         .await
         .expect("bind");
     let addr: SocketAddr = listener.local_addr().expect("addr");
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let metrics_addr: SocketAddr = metrics.local_addr().expect("addr");
     let shutdown = Shutdown::new();
     let task = tokio::spawn(run(
         settings,
-        MailListeners { http: listener },
+        MailListeners {
+            http: listener,
+            metrics: Some(metrics),
+        },
         shutdown.clone(),
     ));
     let base = format!("http://{addr}");
@@ -68,6 +77,7 @@ pub async fn start(settings: Settings) -> Running {
     assert_eq!(response.status(), 200);
     Running {
         base,
+        metrics: format!("http://{metrics_addr}"),
         shutdown,
         task,
     }

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use super::AmqpEndpoint;
 use crate::Shutdown;
 use crate::backoff::Backoff;
+use crate::metrics::{Metrics, PublishMetrics, PublishOutcome};
 
 /// lapin's own recovery of a broken connection: a few quick attempts, so a
 /// RabbitMQ restart is bridged within seconds. A longer outage is the
@@ -343,6 +344,7 @@ pub struct ConfirmChannel {
     state: watch::Sender<LinkState>,
     /// Wakes the supervisor when a publisher found no usable link.
     wake: Notify,
+    metrics: Option<PublishMetrics>,
 }
 
 impl std::fmt::Debug for ConfirmChannel {
@@ -364,7 +366,15 @@ impl ConfirmChannel {
             link: RwLock::new(None),
             state: watch::Sender::new(LinkState::Connecting),
             wake: Notify::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts publishes, their confirms and those pending in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = Some(metrics.amqp_publishes());
+        self
     }
 
     /// The URL without credentials, for messages.
@@ -418,6 +428,19 @@ impl ConfirmChannel {
     /// published once more (consumers drop the duplicate by its
     /// `message_id`). The caller bounds the wait.
     pub async fn publish(&self, message: &Message<'_>) -> Result<Outcome, LinkError> {
+        let pending = self.metrics.as_ref().map(PublishMetrics::start);
+        let published = self.publish_uncounted(message).await;
+        if let Some(pending) = pending {
+            pending.finish(match &published {
+                Ok(Outcome::Confirmed) => PublishOutcome::confirmed,
+                Ok(Outcome::Unroutable { .. } | Outcome::Refused) => PublishOutcome::refused,
+                Err(_) => PublishOutcome::failed,
+            });
+        }
+        published
+    }
+
+    async fn publish_uncounted(&self, message: &Message<'_>) -> Result<Outcome, LinkError> {
         let link = self.link().ok_or(LinkError::NotConnected)?;
         if !link.channel.status().connected() {
             return Err(LinkError::Recovering);
