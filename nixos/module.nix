@@ -23,18 +23,29 @@ let
   cfg = config.services.switchboard;
   settingsFormat = pkgs.formats.toml { };
 
-  # Every service, its listening sockets (name -> default port) and whether its
-  # unit may reach the network at all (the front-end runs with PrivateNetwork=yes).
+  # Every service, its listening sockets (name -> default port), whether its
+  # unit may reach the network at all (the front-end runs with
+  # PrivateNetwork=yes), and whether switchboard.target starts it rather than
+  # a first connection (the listener consumes RabbitMQ: it must run before
+  # anyone connects to its one socket, the metrics door).
   serviceDefs = {
     broker = {
       description = "the API gateway";
-      sockets.http = 8080;
+      sockets = {
+        http = 8080;
+        metrics = 9180;
+      };
       network = true;
+      startWithTarget = false;
     };
     auth = {
       description = "user authentication (PostgreSQL)";
-      sockets.http = 8081;
+      sockets = {
+        http = 8081;
+        metrics = 9181;
+      };
       network = true;
+      startWithTarget = false;
     };
     logger = {
       description = "the central log store (MongoDB)";
@@ -42,31 +53,49 @@ let
         http = 8082;
         rpc = 5001;
         grpc = 50001;
+        metrics = 9182;
       };
       network = true;
+      startWithTarget = false;
     };
     mail = {
       description = "the mail sender (SMTP)";
-      sockets.http = 8083;
+      sockets = {
+        http = 8083;
+        metrics = 9183;
+      };
       network = true;
+      startWithTarget = false;
     };
     listener = {
       description = "the RabbitMQ event listener";
-      sockets = { };
+      sockets.metrics = 9185;
       network = true;
+      startWithTarget = true;
     };
     frontend = {
       description = "the test page";
-      sockets.http = 8084;
+      sockets = {
+        http = 8084;
+        metrics = 9184;
+      };
       network = false;
+      startWithTarget = false;
     };
   };
   serviceNames = lib.attrNames serviceDefs;
 
-  # The unit names are those of the files in systemd/.
+  # The unit names are those of the files in systemd/: a service's own name
+  # for its `http` socket (switchboard-broker.socket), the name with the
+  # socket's for any other (switchboard-broker-metrics.socket), and the
+  # logger's three doors all with theirs (switchboard-logger-http.socket).
   serviceUnit = name: "switchboard-${name}";
   socketUnit =
-    name: socket: if name == "logger" then "switchboard-logger-${socket}" else "switchboard-${name}";
+    name: socket:
+    if socket == "http" && name != "logger" then
+      "switchboard-${name}"
+    else
+      "switchboard-${name}-${socket}";
 
   enabled = name: cfg.${name}.enable;
 
@@ -133,12 +162,19 @@ let
       default = { };
       type = types.submodule {
         options = {
-          address = mkOption {
-            type = types.str;
-            default = "127.0.0.1";
-            example = "0.0.0.0";
-            description = "IP address to listen on (IPv6 without brackets).";
-          };
+          address = mkOption (
+            {
+              type = types.str;
+              default = "127.0.0.1";
+              example = "0.0.0.0";
+              description = "IP address to listen on (IPv6 without brackets).";
+            }
+            # The metrics doors share one default address of their own.
+            // lib.optionalAttrs (socket == "metrics") {
+              default = cfg.metrics.address;
+              defaultText = lib.literalExpression "config.services.switchboard.metrics.address";
+            }
+          );
           port = mkOption {
             type = types.port;
             default = defaultPort;
@@ -340,6 +376,18 @@ let
       }) cfg.${name}.listen
     )
   ) serviceNames;
+  # The dashboard metrics.grafana provisions (a path in this repository is
+  # read only when it is provisioned).
+  dashboardFile =
+    if cfg.metrics.grafana.dashboard != null then
+      cfg.metrics.grafana.dashboard
+    else
+      ../observability/grafana/switchboard.json;
+
+  # Enabled services whose metrics door listens on loopback only.
+  loopbackMetrics = lib.filter (
+    name: enabled name && isLoopback cfg.${name}.listen.metrics.address
+  ) serviceNames;
   portClashes = lib.filter (
     a: lib.length (lib.filter (b: b.port == a.port) allListeners) > 1
   ) allListeners;
@@ -481,6 +529,70 @@ in
         port, encryption, username) to a real relay and the password with
         {option}`services.switchboard.mail.smtpPasswordFile`.
       '';
+    };
+
+    metrics = {
+      address = mkOption {
+        type = types.str;
+        default = "127.0.0.1";
+        example = "0.0.0.0";
+        description = ''
+          Where every service's metrics door listens by default (its
+          `metrics` socket, serving `GET /metrics` in Prometheus text
+          format on the service's own port: broker 9180, auth 9181, logger
+          9182, mail 9183, frontend 9184, listener 9185). One service's
+          door: {option}`services.switchboard.<service>.listen.metrics`.
+          The doors answer anyone who reaches them: expose them to the
+          network only for a Prometheus on another host, and only there
+          (see {option}`services.switchboard.metrics.openFirewall`).
+        '';
+      };
+      openFirewall = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Open the metrics ports of the enabled services in the firewall,
+          for a Prometheus on another host (with
+          {option}`services.switchboard.metrics.address` not on loopback).
+        '';
+      };
+      prometheus.enable = mkOption {
+        type = types.bool;
+        default = false;
+        description = ''
+          Add one scrape job per enabled service to
+          {option}`services.prometheus.scrapeConfigs`: job
+          `switchboard-<service>`, target its metrics door as reached from
+          this host. Prometheus itself is {option}`services.prometheus.enable`.
+        '';
+      };
+      grafana = {
+        enable = mkOption {
+          type = types.bool;
+          default = false;
+          description = ''
+            Provision the Switchboard dashboard
+            ({option}`services.switchboard.metrics.grafana.dashboard`) into
+            Grafana: a dashboard provider `switchboard` (folder
+            `Switchboard`) in
+            {option}`services.grafana.provision.dashboards.settings.providers`.
+            Grafana itself is {option}`services.grafana.enable`; the
+            dashboard reads a Prometheus data source, which
+            {option}`services.grafana.provision.datasources` can provide.
+          '';
+        };
+        dashboard = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+          example = lib.literalExpression "./switchboard-dashboard.json";
+          description = ''
+            The dashboard (Grafana's JSON model) that
+            {option}`services.switchboard.metrics.grafana.enable`
+            provisions; `null` is the project's own,
+            `observability/grafana/switchboard.json` of its repository.
+          '';
+        };
+      };
     };
 
     broker = serviceOptions "broker" serviceDefs.broker // {
@@ -626,7 +738,16 @@ in
             "services.switchboard.frontend.openFirewall is set, but the front-end listens on ${cfg.frontend.listen.http.address} only: set services.switchboard.frontend.listen.http.address."
         ++
           lib.optional (cfg.mailhog.createLocally && cfg.mail.smtpPasswordFile != null)
-            "services.switchboard.mail.smtpPasswordFile is set, but mail goes to the local MailHog, which ignores it.";
+            "services.switchboard.mail.smtpPasswordFile is set, but mail goes to the local MailHog, which ignores it."
+        ++
+          lib.optional (cfg.metrics.openFirewall && loopbackMetrics != [ ])
+            "services.switchboard.metrics.openFirewall is set, but the metrics doors of ${lib.concatStringsSep ", " loopbackMetrics} listen on loopback only: set services.switchboard.metrics.address (or services.switchboard.<service>.listen.metrics.address)."
+        ++
+          lib.optional (cfg.metrics.prometheus.enable && !config.services.prometheus.enable)
+            "services.switchboard.metrics.prometheus.enable adds scrape jobs to services.prometheus.scrapeConfigs, but services.prometheus.enable is not set: no Prometheus on this host runs them."
+        ++
+          lib.optional (cfg.metrics.grafana.enable && !config.services.grafana.enable)
+            "services.switchboard.metrics.grafana.enable provisions the dashboard into services.grafana, but services.grafana.enable is not set: no Grafana on this host shows it.";
 
       systemd.packages = [ cfg.package ];
 
@@ -641,7 +762,10 @@ in
 
       networking.firewall.allowedTCPPorts =
         lib.optional (cfg.broker.openFirewall && enabled "broker") cfg.broker.listen.http.port
-        ++ lib.optional (cfg.frontend.openFirewall && enabled "frontend") cfg.frontend.listen.http.port;
+        ++ lib.optional (cfg.frontend.openFirewall && enabled "frontend") cfg.frontend.listen.http.port
+        ++ lib.optionals cfg.metrics.openFirewall (
+          map (name: cfg.${name}.listen.metrics.port) (lib.filter enabled serviceNames)
+        );
     }
 
     # Units: drop-ins for enabled services, masks for disabled ones (so that
@@ -655,7 +779,7 @@ in
               {
                 after = dependencyUnits.${name};
                 requires = dependencyUnits.${name};
-                wantedBy = lib.optional (serviceDefs.${name}.sockets == { }) "switchboard.target";
+                wantedBy = lib.optional serviceDefs.${name}.startWithTarget "switchboard.target";
                 restartTriggers = [ (configFile name) ];
                 serviceConfig = mkMerge [
                   (mkIf (serviceDefs.${name}.network && ipAddressAllowFor name != [ ]) {
@@ -696,8 +820,8 @@ in
     # Settings the module knows: listen addresses and where the other
     # services are. All mkDefault, so an explicit setting wins.
     {
-      # Only services with sockets have a `listen` section (the listener
-      # would reject an empty one as an unknown key).
+      # A `listen` section for every service with sockets (every service
+      # since the metrics doors; the listener's holds only `metrics`).
       services.switchboard =
         lib.genAttrs (lib.filter (name: serviceDefs.${name}.sockets != { }) serviceNames)
           (name: {
@@ -722,6 +846,30 @@ in
         broker_url = mkDefault pageBrokerUrl;
       };
     }
+
+    # Monitoring: a scrape job per enabled service for the local Prometheus,
+    # the dashboard for the local Grafana.
+    (mkIf cfg.metrics.prometheus.enable {
+      services.prometheus.scrapeConfigs = map (name: {
+        job_name = "switchboard-${name}";
+        static_configs = [ { targets = [ (connectAddress cfg.${name}.listen.metrics) ]; } ];
+      }) (lib.filter enabled serviceNames);
+    })
+
+    (mkIf cfg.metrics.grafana.enable {
+      services.grafana.provision.dashboards.settings.providers = [
+        {
+          name = "switchboard";
+          type = "file";
+          folder = "Switchboard";
+          # A directory holding the file itself (not a link to it), which is
+          # what a file provider's path reads.
+          options.path = pkgs.runCommandLocal "switchboard-grafana-dashboards" { } ''
+            install -D -m 0444 ${dashboardFile} "$out/switchboard.json"
+          '';
+        }
+      ];
+    })
 
     (mkIf localPostgresql {
       # Peer authentication maps the unit's DynamicUser name (the unit name,

@@ -1,6 +1,7 @@
 # One VM with every service and every dependency (PostgreSQL, FerretDB,
 # RabbitMQ, MailHog) on it: socket activation, every broker path end to end,
-# the journal, the sandbox scores and the IP allow list.
+# every service's metrics door, the journal, the sandbox scores and the IP
+# allow list.
 #
 # Called from flake.nix: (import ./basic.nix { inherit self; }) is a module
 # for pkgs.testers.runNixOSTest.
@@ -82,6 +83,7 @@
           )
 
       broker = "http://127.0.0.1:8080"
+      metrics_ports = {"broker": 9180, "auth": 9181, "logger": 9182, "mail": 9183, "frontend": 9184, "listener": 9185}
 
       machine.wait_for_unit("switchboard.target")
       for unit in ["postgresql.target", "rabbitmq.service", "${mongodbUnit}", "mailhog.service"]:
@@ -96,6 +98,8 @@
               machine.fail(f"systemctl is-active switchboard-{service}.service")
           for socket in ["http", "rpc", "grpc"]:
               machine.succeed(f"systemctl is-active switchboard-logger-{socket}.socket")
+          for service in metrics_ports:
+              machine.succeed(f"systemctl is-active switchboard-{service}-metrics.socket")
           expect("GET", f"{broker}/ping", None, 200)
           machine.succeed("systemctl is-active switchboard-broker.service")
           text = expect("POST", f"{broker}/", None, 200)
@@ -139,6 +143,16 @@
 
       with subtest("bad input is a 400"):
           expect("POST", f"{broker}/handle", {"action": "nonsense"}, 400)
+
+      with subtest("every service's metrics door answers in Prometheus text format"):
+          # By now every service runs; the scrape reaches the same process
+          # (systemd passed it the metrics socket with its others).
+          for service, port in metrics_ports.items():
+              pid = machine.succeed(f"systemctl show -P MainPID switchboard-{service}.service").strip()
+              text = machine.succeed(f"curl -sf --max-time 10 http://127.0.0.1:{port}/metrics")
+              assert "process_resident_memory_bytes" in text, f"{service}: {text[:300]}"
+              after = machine.succeed(f"systemctl show -P MainPID switchboard-{service}.service").strip()
+              assert pid == after and pid != "0", f"{service}: MainPID {pid} -> {after}"
 
       with subtest("the broker's requests are in the journal"):
           # The request span's fields (method, path, request id) are journal fields.

@@ -3,7 +3,8 @@
 # only talks to app's broker. Proves that the module works with dependencies on
 # another host (TCP, the database and RabbitMQ passwords passed as
 # credentials, the IP allow lists derived by the module from the addresses in
-# the settings) and that only the broker is reachable from outside.
+# the settings) and that only the broker is reachable from outside (the
+# metrics doors answer on app itself).
 #
 # Called from flake.nix: (import ./multi-host.nix { inherit self; }) is a
 # module for pkgs.testers.runNixOSTest.
@@ -164,9 +165,13 @@ in
 
     with subtest("only the broker is reachable from outside"):
         client.wait_until_succeeds("nc -z -w 3 app 8080")
-        for port in [8081, 8082, 8083, 8084, 5001, 50001]:
+        for port in [8081, 8082, 8083, 8084, 5001, 50001, 9180, 9181, 9182, 9183, 9184, 9185]:
             client.fail(f"nc -z -w 3 app {port}")
         expect("GET", f"{broker}/ping", None, 200)
+
+    with subtest("the broker's metrics door answers on app's loopback"):
+        text = app.succeed("curl -sf --max-time 10 http://127.0.0.1:9180/metrics")
+        assert "process_resident_memory_bytes" in text, text[:300]
 
     with subtest("auth against PostgreSQL on db, password from a credential"):
         wrong = {"action": "auth", "auth": {"email": "vmtest@example.com", "password": "wrong"}}

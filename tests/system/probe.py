@@ -5,11 +5,12 @@ tests/system/run, as root, with systemd as PID 1.
 It installs Switchboard with scripts/install, starts it through
 switchboard.target next to distribution-style dependency units, and checks what
 only a real service manager can show: readiness (Type=notify), socket
-activation, restarts that lose no request, the broker's paths end to end,
-journald fields, the sandbox as the kernel enforces it, the IP allow lists and
-the watchdog. Results go to /out/results (one PASS/FAIL line per check), the
-security scores to /out/scores, and the journal of every unit involved in a
-failed check to /out/journal-<unit>.log. Exits 1 when anything failed.
+activation, every service's metrics door, restarts that lose no request, the
+broker's paths end to end, journald fields, the sandbox as the kernel enforces
+it, the IP allow lists and the watchdog. Results go to /out/results (one
+PASS/FAIL line per check), the security scores to /out/scores, and the
+journal of every unit involved in a failed check to /out/journal-<unit>.log.
+Exits 1 when anything failed.
 
 Standard library only: the interpreter is the host's /usr/bin/python3.
 """
@@ -34,17 +35,25 @@ BINDIR = f"{PREFIX}/bin"
 SERVICES = ["broker", "auth", "logger", "mail", "listener", "frontend"]
 SOCKET_ACTIVATED = ["broker", "auth", "logger", "mail", "frontend"]
 PORTS = {"broker": 8080, "auth": 8081, "logger": 8082, "mail": 8083, "frontend": 8084}
+# Every service's metrics door (GET /metrics, Prometheus text format); the
+# listener's is its only socket.
+METRICS_PORTS = {"broker": 9180, "auth": 9181, "logger": 9182, "mail": 9183, "frontend": 9184,
+                 "listener": 9185}
 SOCKETS = {
-    "broker": ["switchboard-broker.socket"],
-    "auth": ["switchboard-auth.socket"],
-    "mail": ["switchboard-mail.socket"],
-    "frontend": ["switchboard-frontend.socket"],
+    "broker": ["switchboard-broker.socket", "switchboard-broker-metrics.socket"],
+    "auth": ["switchboard-auth.socket", "switchboard-auth-metrics.socket"],
+    "mail": ["switchboard-mail.socket", "switchboard-mail-metrics.socket"],
+    "frontend": ["switchboard-frontend.socket", "switchboard-frontend-metrics.socket"],
     "logger": [
         "switchboard-logger-http.socket",
         "switchboard-logger-rpc.socket",
         "switchboard-logger-grpc.socket",
+        "switchboard-logger-metrics.socket",
     ],
+    "listener": ["switchboard-listener-metrics.socket"],
 }
+# A metric every service's door serves (the process collector's).
+METRICS_PROBE = "process_resident_memory_bytes"
 # systemd-analyze security targets (the issue's): every service <= 1.0, the
 # front-end, which has no network, <= 0.5.
 SCORE_TARGET = {s: 1.0 for s in SERVICES} | {"frontend": 0.5}
@@ -218,6 +227,8 @@ def install():
         assert os.path.exists(f"/etc/switchboard/{s}.toml"), f"/etc/switchboard/{s}.toml not installed"
         with open(f"/etc/systemd/system/{unit(s)}") as f:
             assert f"ExecStart={BINDIR}/switchboard-{s} --config /etc/switchboard/{s}.toml" in f.read()
+        for sock in SOCKETS[s]:
+            assert os.path.exists(f"/etc/systemd/system/{sock}"), f"{sock} not installed"
     # PostgreSQL's unix socket with peer authentication as the service's
     # dynamic user (role "switchboard-auth"), set the way an operator would, in a
     # drop-in. The role is named explicitly here; check_readme_dsn covers the
@@ -437,6 +448,32 @@ def load_during_restart():
     return statuses, errors, sent, old_pid, show(unit("logger"), "MainPID")
 
 
+def scrape(service, timeout=5.0):
+    """GET /metrics on the service's metrics door: (status, Content-Type, text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", METRICS_PORTS[service], timeout=timeout)
+    try:
+        conn.request("GET", "/metrics", headers={"Connection": "close"})
+        resp = conn.getresponse()
+        return resp.status, resp.getheader("Content-Type", ""), resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def check_metrics_door(service):
+    """The running service answers its metrics door itself (systemd passed it
+    the socket with its others: same MainPID before and after)."""
+    pid = show(unit(service), "MainPID")
+    assert pid not in ("", "0"), f"{unit(service)} is not running"
+    status, content_type, text = scrape(service)
+    assert status == 200, f"GET /metrics: HTTP {status}: {text[:200]}"
+    assert content_type.startswith("text/plain"), f"Content-Type {content_type!r}"
+    samples = [line for line in text.splitlines() if line.startswith(METRICS_PROBE)]
+    assert samples, f"no {METRICS_PROBE} in: {text[:300]}"
+    assert float(samples[0].split()[-1]) > 0, samples[0]
+    after = show(unit(service), "MainPID")
+    assert after == pid, f"MainPID {pid} -> {after}: the scrape was not served by the running process"
+
+
 def security_score(service):
     out = run("systemd-analyze", "security", "--no-pager", unit(service)).stdout
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", out)
@@ -575,6 +612,21 @@ def main():
 
         found = wait_for("a journal entry with REQUEST_ID", entries, timeout=5)
         assert found[0].get("_SYSTEMD_UNIT") == unit("broker"), found[0]
+
+    # --- metrics doors ---------------------------------------------------------------
+    for service in SERVICES:
+        with check(f"{service}: metrics door answers GET /metrics with {METRICS_PROBE}",
+                   [unit(service), f"switchboard-{service}-metrics.socket"]):
+            check_metrics_door(service)
+
+    with check("a scrape of a stopped service's metrics socket starts it (mail)",
+               [unit("mail"), "switchboard-mail-metrics.socket"]):
+        systemctl("stop", unit("mail"))
+        assert show(unit("mail"), "ActiveState") == "inactive", show(unit("mail"), "ActiveState")
+        assert show("switchboard-mail-metrics.socket", "SubState") == "listening"
+        status, _, text = scrape("mail", timeout=30.0)
+        assert status == 200 and METRICS_PROBE in text, f"GET /metrics: HTTP {status}: {text[:200]}"
+        assert show(unit("mail"), "ActiveState") == "active", "mail was not started by its metrics socket"
 
     # --- restart under load -------------------------------------------------------
     with check("logger restart under load: no request refused or lost (the socket stays open)",

@@ -71,6 +71,7 @@ let
       inherit lib;
       module = test.nodes.${name};
       extraModules = [
+        ./extra-options.nix
         vmOptions
         { _module.args.nodes = fakeNodes test; }
       ];
@@ -218,6 +219,7 @@ in
   nixosModule = import ./stub-eval.nix {
     inherit lib;
     module = outputs.nixosModules.default;
+    extraModules = [ ./extra-options.nix ];
     config = {
       services.switchboard.enable = true;
       services.switchboard.mailhog.createLocally = true;

@@ -20,6 +20,8 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODULE = os.path.normpath(os.path.join(HERE, "..", "..", "module.nix"))
 EVALUATOR = os.path.join(HERE, "stub-eval.nix")
+# Options of nixpkgs the module sets that the shared stand-in does not declare.
+EXTRA_OPTIONS = os.path.join(HERE, "extra-options.nix")
 
 SERVICES = ["broker", "auth", "logger", "mail", "listener", "frontend"]
 SOCKETS = {
@@ -30,7 +32,15 @@ SOCKETS = {
     "switchboard-logger-grpc": "127.0.0.1:50001",
     "switchboard-mail": "127.0.0.1:8083",
     "switchboard-frontend": "127.0.0.1:8084",
+    # Every service's metrics door, the listener's only socket.
+    "switchboard-broker-metrics": "127.0.0.1:9180",
+    "switchboard-auth-metrics": "127.0.0.1:9181",
+    "switchboard-logger-metrics": "127.0.0.1:9182",
+    "switchboard-mail-metrics": "127.0.0.1:9183",
+    "switchboard-frontend-metrics": "127.0.0.1:9184",
+    "switchboard-listener-metrics": "127.0.0.1:9185",
 }
+METRICS_PORTS = {"broker": 9180, "auth": 9181, "logger": 9182, "mail": 9183, "frontend": 9184, "listener": 9185}
 # Enough for every service to evaluate without local dependency servers.
 EXTERNAL = """
   services.switchboard.postgresql.createLocally = false;
@@ -59,6 +69,7 @@ class Case:
             "--arg", "lib", f"import {self.lib}",
             "--arg", "module", MODULE,
             "--arg", "config", f"{{ services.switchboard.enable = {switch};\n" + config + "\n}",
+            "--arg", "extraModules", f"[ {EXTRA_OPTIONS} ]",
         ]
         if not fatal:
             cmd += ["--arg", "assertionsFatal", "false"]
@@ -67,8 +78,8 @@ class Case:
             return False, proc.stderr
         return True, json.loads(proc.stdout)
 
-    def evaluate_module(self, text, fatal=True):
-        """Evaluate TEXT, a whole NixOS module (e.g. a README example), with the switch off in CONFIG."""
+    def evaluate_module(self, text, fatal=True, config="{ }"):
+        """Evaluate TEXT, a whole NixOS module (e.g. a README example), beside CONFIG (by default nothing)."""
         path = os.path.join(self.tmp, "example.nix")
         with open(path, "w") as f:
             f.write(text)
@@ -76,8 +87,8 @@ class Case:
             "nix-instantiate", "--eval", "--strict", "--json", EVALUATOR,
             "--arg", "lib", f"import {self.lib}",
             "--arg", "module", MODULE,
-            "--arg", "config", "{ }",
-            "--arg", "extraModules", f"[ {path} ]",
+            "--arg", "config", config,
+            "--arg", "extraModules", f"[ {path} {EXTRA_OPTIONS} ]",
         ]
         if not fatal:
             cmd += ["--arg", "assertionsFatal", "false"]
@@ -97,6 +108,13 @@ def units(out, kind):
 
 def service(out, name):
     return out["systemd"]["services"][f"switchboard-{name}"]
+
+
+def enabled_services(out):
+    """The services the node runs: the stand-in evaluator leaves out the
+    dependency servers it stands in for when they are off, but lists the
+    options of extra-options.nix's (prometheus, grafana) either way."""
+    return sorted(n for n, s in out["services"].items() if n == "switchboard" or s.get("enable", True))
 
 
 def case_defaults(c):
@@ -144,10 +162,15 @@ def case_defaults(c):
         "logger_http_url": "http://127.0.0.1:8082", "logger_rpc_addr": "127.0.0.1:5001",
         "logger_grpc_url": "http://127.0.0.1:50001"}, "broker downstream addresses")
     c.check(sb["listener"]["settings"]["logger"]["rpc_addr"] == "127.0.0.1:5001", "listener finds the logger")
-    c.check("listen" not in sb["listener"]["settings"], "listener has no listen section")
+    c.check(sb["listener"]["settings"]["listen"] == {"metrics": "127.0.0.1:9185"}, "listener: only its metrics door in listen")
     c.check(sb["mail"]["settings"]["smtp"] == {"host": "127.0.0.1", "port": 1025}, "mail goes to MailHog")
-    c.check(sb["logger"]["settings"]["listen"] == {"http": "127.0.0.1:8082", "rpc": "127.0.0.1:5001", "grpc": "127.0.0.1:50001"},
+    c.check(sb["logger"]["settings"]["listen"] == {"http": "127.0.0.1:8082", "rpc": "127.0.0.1:5001", "grpc": "127.0.0.1:50001",
+                                                   "metrics": "127.0.0.1:9182"},
             "logger listen settings")
+    for name, port in METRICS_PORTS.items():
+        c.check(sb[name]["settings"]["listen"].get("metrics") == f"127.0.0.1:{port}", f"{name}: listen.metrics 127.0.0.1:{port}")
+    c.check(out["services"]["prometheus"]["scrapeConfigs"] == [], "no scrape jobs unless asked for")
+    c.check(out["services"]["grafana"]["provision"]["dashboards"]["settings"] is None, "no dashboard unless asked for")
     c.check(out["networking"]["firewall"]["allowedTCPPorts"] == [], "firewall stays closed")
     c.check(out["warnings"] == [] and out["failedAssertions"] == [], "no warnings, no failed assertions")
 
@@ -298,7 +321,7 @@ def case_broker_alone(c):
     if not ok:
         return c.check(False, "with addresses it should evaluate:\n" + out)
     c.check(out["switchboard"]["broker"]["settings"]["downstream"]["auth_url"] == "http://10.0.0.2:8081", "explicit downstream kept")
-    c.check(sorted(out["services"]) == ["epmd", "rabbitmq", "switchboard"], "only RabbitMQ for the broker")
+    c.check(enabled_services(out) == ["epmd", "rabbitmq", "switchboard"], "only RabbitMQ for the broker")
 
 
 def case_listen_addresses(c):
@@ -346,7 +369,7 @@ def case_disabled(c):
     if not ok:
         return c.check(False, "should evaluate:\n" + out)
     c.check(out["systemd"]["packages"] == [] and out["environment"]["etc"] == {}, "nothing configured when disabled")
-    c.check(sorted(out["services"]) == ["switchboard"], "no dependency servers when disabled")
+    c.check(enabled_services(out) == ["switchboard"], "no dependency servers when disabled")
 
 
 def case_mongodb(c):
@@ -481,18 +504,119 @@ def case_exposed_frontend(c):
     c.check(out["switchboard"]["frontend"]["settings"]["page"]["broker_url"] == "https://api.example.org", "explicit URL kept")
 
 
+def case_metrics(c):
+    """Metrics doors: their sockets and settings, Prometheus scrape jobs, the Grafana dashboard, address and firewall."""
+    dashboard = os.path.join(c.tmp, "dashboard.json")
+    with open(dashboard, "w") as f:
+        f.write('{"title": "Switchboard", "panels": []}\n')
+    base = ("services.switchboard.mailhog.createLocally = true;\n"
+            "services.switchboard.metrics.prometheus.enable = true;\n"
+            "services.switchboard.metrics.grafana.enable = true;\n")
+    custom = f"services.switchboard.metrics.grafana.dashboard = {dashboard};\n"
+
+    # Without a Prometheus or a Grafana on this host: a warning for each.
+    ok, out = c.evaluate(base + custom)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    warned = out["warnings"]
+    c.check(len(warned) == 2 and any("services.prometheus.enable is not set" in w for w in warned)
+            and any("services.grafana.enable is not set" in w for w in warned),
+            f"a warning each for the missing Prometheus and Grafana, got {warned}")
+
+    # With both, as nixos/README.md's monitoring example sets them.
+    example = [b for b in readme_blocks(NIXOS_README) if "services.switchboard.metrics" in b]
+    c.check(len(example) == 1, f"one monitoring example in nixos/README.md, found {len(example)}")
+    if not example:
+        return
+    ok, out = c.evaluate_module(example[0], config="{ services.switchboard.enable = true;\n" + base + custom + "}")
+    if not ok:
+        return c.check(False, "the README's monitoring example should evaluate:\n" + out)
+    c.check(out["failedAssertions"] == [] and out["warnings"] == [], f"no assertions, no warnings: {out['failedAssertions']} {out['warnings']}")
+    jobs = {j["job_name"]: j for j in out["services"]["prometheus"]["scrapeConfigs"]}
+    c.check(sorted(jobs) == sorted(f"switchboard-{n}" for n in SERVICES), f"a scrape job per service, got {sorted(jobs)}")
+    for name, port in METRICS_PORTS.items():
+        job = jobs.get(f"switchboard-{name}", {})
+        c.check(job.get("static_configs") == [{"targets": [f"127.0.0.1:{port}"], "labels": {}}],
+                f"switchboard-{name} scrapes 127.0.0.1:{port}, got {job.get('static_configs')}")
+        c.check(job.get("metrics_path") is None and job.get("scheme") is None,
+                f"switchboard-{name}: Prometheus' defaults (http, /metrics)")
+    providers = (out["services"]["grafana"]["provision"]["dashboards"]["settings"] or {}).get("providers", [])
+    c.check(len(providers) == 1, f"one dashboard provider, got {providers}")
+    if providers:
+        p = providers[0]
+        c.check(p["name"] == "switchboard" and p["type"] == "file" and p.get("folder") == "Switchboard",
+                f"provider switchboard, type file, folder Switchboard: {p}")
+        c.check(p["options"]["path"].startswith("/nix/store/") and p["options"]["path"].endswith("-switchboard-grafana-dashboards"),
+                f"provider reads a store directory with the dashboard, got {p['options']['path']}")
+    c.check(service(out, "listener")["wantedBy"] == ["switchboard.target"], "the listener still starts with the target")
+    for unit in SOCKETS:
+        c.check(out["systemd"]["sockets"][unit]["wantedBy"] == ["switchboard.target"], f"{unit}.socket wanted by switchboard.target")
+    c.check(out["networking"]["firewall"]["allowedTCPPorts"] == [], "no metrics port opened unless asked for")
+
+    # The project's dashboard by default: observability/grafana/switchboard.json
+    # (read only when provisioned, so without the file only this evaluation fails).
+    repo_dashboard = os.path.normpath(os.path.join(HERE, "..", "..", "..", "observability", "grafana", "switchboard.json"))
+    ok, out = c.evaluate(base)
+    if os.path.exists(repo_dashboard):
+        c.check(ok, "the project's dashboard is provisioned by default:\n" + (out if not ok else ""))
+    else:
+        c.check(not ok and "observability/grafana/switchboard.json" in out,
+                f"without the file, the default names observability/grafana/switchboard.json: {str(out)[-500:]}")
+
+    # Another address for every door, one door moved, a service disabled, the firewall.
+    ok, out = c.evaluate("""
+  services.switchboard.mailhog.createLocally = true;
+  services.switchboard.frontend.enable = false;
+  services.switchboard.metrics = { address = "::"; openFirewall = true; prometheus.enable = true; };
+  services.switchboard.auth.listen.metrics = { address = "10.0.0.7"; port = 9281; };
+  services.prometheus.enable = true;
+""")
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    sockets = out["systemd"]["sockets"]
+    c.check(sockets["switchboard-broker-metrics"]["listenStreams"] == ["", "[::]:9180"], "metrics.address for every door")
+    c.check(sockets["switchboard-auth-metrics"]["listenStreams"] == ["", "10.0.0.7:9281"], "one door moved")
+    c.check(sockets["switchboard-frontend-metrics"]["enable"] is False, "a disabled service's metrics socket is masked")
+    c.check(out["switchboard"]["listener"]["settings"]["listen"] == {"metrics": "[::]:9185"}, "listener's listen.metrics follows")
+    jobs = {j["job_name"]: j["static_configs"][0]["targets"] for j in out["services"]["prometheus"]["scrapeConfigs"]}
+    c.check(jobs == {"switchboard-broker": ["[::1]:9180"], "switchboard-auth": ["10.0.0.7:9281"],
+                     "switchboard-logger": ["[::1]:9182"], "switchboard-mail": ["[::1]:9183"],
+                     "switchboard-listener": ["[::1]:9185"]},
+            f"targets as reached from this host, none for the disabled front-end: {jobs}")
+    c.check(sorted(out["networking"]["firewall"]["allowedTCPPorts"]) == [9180, 9182, 9183, 9185, 9281],
+            f"the enabled services' metrics ports opened, got {out['networking']['firewall']['allowedTCPPorts']}")
+    c.check(out["warnings"] == [] and out["failedAssertions"] == [], f"no warnings: {out['warnings']}")
+
+    # openFirewall on loopback doors warns; a metrics port taken twice is a clash.
+    ok, out = c.evaluate("""
+  services.switchboard.mailhog.createLocally = true;
+  services.switchboard.metrics.openFirewall = true;
+  services.switchboard.broker.listen.http.port = 9181;
+""", fatal=False)
+    if not ok:
+        return c.check(False, "should evaluate:\n" + out)
+    c.check(any("metrics.openFirewall" in w and "auth, broker, frontend, listener, logger, mail listen on loopback only" in w
+                for w in out["warnings"]), f"warning for open ports to loopback doors, got {out['warnings']}")
+    c.check(any("several sockets listen on one port" in m and "auth.listen.metrics (9181)" in m and "broker.listen.http (9181)" in m
+                for m in out["failedAssertions"]), f"clash with a metrics port, got {out['failedAssertions']}")
+
+
 README = os.path.normpath(os.path.join(HERE, "..", "..", "..", "README.md"))
 NIXOS_README = os.path.normpath(os.path.join(HERE, "..", "..", "README.md"))
 
 
+def readme_blocks(path):
+    """The ```nix blocks of a README."""
+    import re
+    with open(path) as f:
+        return re.findall(r"```nix\n(.*?)```", f.read(), re.S)
+
+
 def readme_examples():
     """(where, text) of every NixOS configuration the READMEs show for a host."""
-    import re
     found = []
     for path in [README, NIXOS_README]:
-        with open(path) as f:
-            blocks = re.findall(r"```nix\n(.*?)```", f.read(), re.S)
-        for block in blocks:
+        for block in readme_blocks(path):
             if "services.switchboard = {" in block and "nixosSystem" not in block:
                 found.append((os.path.relpath(path, os.path.dirname(README)), block))
     return found
@@ -516,7 +640,7 @@ def case_readme_examples(c):
 CASES = [case_readme_examples, case_defaults, case_mongodb, case_remote_relay_needs_allow_list, case_remote_dependencies_by_address,
          case_lan_listen_addresses, case_rabbitmq_on_lan, case_exposed_frontend, case_mail_needs_smtp, case_only_logger, case_external, case_ferretdb, case_ferretdb_postgresql,
          case_missing_dependencies, case_broker_alone, case_listen_addresses,
-         case_port_clash_and_warnings, case_type_errors, case_disabled]
+         case_port_clash_and_warnings, case_type_errors, case_disabled, case_metrics]
 
 
 def main():

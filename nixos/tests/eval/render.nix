@@ -113,6 +113,7 @@ let
     lib.evalModules {
       modules = [
         ./stub/options
+        ./extra-options.nix
         {
           _module.args = {
             pkgs = renderPkgs;
@@ -132,6 +133,7 @@ let
     inherit lib extraPackages;
     module = test.nodes.${node};
     extraModules = [
+      ./extra-options.nix
       (frameworkOptions node)
       { _module.args.nodes = nodeConfigs; }
     ];
