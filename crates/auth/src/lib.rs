@@ -66,7 +66,7 @@ pub async fn run(
     // Served from the start: a wait for PostgreSQL is worth watching too.
     let registry = Metrics::new();
     let metrics = AuthMetrics::register(&registry);
-    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry);
     // Before anything waits: a missing password file is a start-up error.
     let rabbitmq = AmqpEndpoint::from_settings(
         "events.amqp_url",
@@ -133,8 +133,8 @@ pub async fn run(
     served.map_err(Error::Serve)
 }
 
-async fn wait_for(door: Option<tokio::task::JoinHandle<()>>) {
+async fn wait_for(door: Option<runtime_metrics::Door>) {
     if let Some(door) = door {
-        let _ = door.await;
+        door.close().await;
     }
 }

@@ -50,7 +50,7 @@ pub async fn run(
     let background_stop = Shutdown::new();
     let background = downstreams.start(&background_stop);
     let router = app(&settings, Arc::clone(&downstreams), &shutdown, &metrics);
-    let metrics_door = metrics::spawn_door(listeners.metrics, &metrics, &shutdown);
+    let metrics_door = metrics::spawn_door(listeners.metrics, &metrics);
     if let Ok(addr) = listeners.http.local_addr() {
         tracing::info!(%addr, default_log_via = %settings.downstream.default_log_via, "broker serving");
     }
@@ -67,7 +67,7 @@ pub async fn run(
     background_stop.trigger();
     let _ = background.await;
     if let Some(door) = metrics_door {
-        let _ = door.await;
+        door.close().await;
     }
     served
 }

@@ -59,7 +59,7 @@ pub async fn run(
         MAX_BODY_BYTES,
         &metrics,
     );
-    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &metrics, &shutdown);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &metrics);
     tracing::info!(
         addr = ?listeners.http.local_addr().ok(),
         broker_url = %settings.page.broker_url,
@@ -79,7 +79,7 @@ pub async fn run(
     .await
     .map_err(Error::Serve);
     if let Some(door) = metrics_door {
-        let _ = door.await;
+        door.close().await;
     }
     served
 }

@@ -103,7 +103,7 @@ pub async fn run(
         amqp: settings.amqp,
     });
     metrics::register(&registry, stats.clone(), context.breaker.clone());
-    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry);
     let reporter = tokio::spawn(stats::report_status(
         stats.clone(),
         {
@@ -145,7 +145,7 @@ pub async fn run(
     };
     reporter.abort();
     if let Some(door) = metrics_door {
-        let _ = door.await;
+        door.close().await;
     }
     let counts = stats.counts();
     tracing::info!(

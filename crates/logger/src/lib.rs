@@ -62,7 +62,7 @@ pub async fn run(
     // Served from the start: a wait for the store is worth watching too.
     let registry = Metrics::new();
     let metrics = LoggerMetrics::register(&registry);
-    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry);
     let store = Store::new(&settings.mongodb)
         .await
         .map_err(Error::MongoUrl)?;
@@ -78,7 +78,7 @@ pub async fn run(
     .await;
     let Some(kind) = prepared else {
         if let Some(door) = metrics_door {
-            let _ = door.await;
+            door.close().await;
         }
         return Ok(()); // shut down before the store ever answered
     };
@@ -151,7 +151,7 @@ pub async fn run(
     );
     prober.abort();
     if let Some(door) = metrics_door {
-        let _ = door.await;
+        door.close().await;
     }
     http_result.and(grpc_result)
 }

@@ -76,7 +76,7 @@ pub async fn run(
     // Served from the start: a wait for the SMTP server is worth watching too.
     let registry = Metrics::new();
     let metrics = MailMetrics::register(&registry);
-    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry, &shutdown);
+    let metrics_door = runtime_metrics::spawn_door(listeners.metrics, &registry);
     let credentials_dir = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
     let password = smtp::load_password(
         settings.smtp.password_file.as_deref(),
@@ -128,9 +128,9 @@ pub async fn run(
     served.map_err(Error::Serve)
 }
 
-async fn wait_for(door: Option<tokio::task::JoinHandle<()>>) {
+async fn wait_for(door: Option<runtime_metrics::Door>) {
     if let Some(door) = door {
-        let _ = door.await;
+        door.close().await;
     }
 }
 

@@ -550,20 +550,49 @@ pub async fn serve(
     crate::service::serve_http(listener, router(metrics), shutdown).await
 }
 
+/// A metrics door served in the background; see [`spawn_door`].
+#[derive(Debug)]
+pub struct Door {
+    stop: Shutdown,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Door {
+    /// Stops serving and waits until the door is closed.
+    pub async fn close(mut self) {
+        self.stop.trigger();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A service that returns early (`?` on a start-up error) closes its door
+/// without waiting.
+impl Drop for Door {
+    fn drop(&mut self) {
+        self.stop.trigger();
+    }
+}
+
 /// Serves the metrics door in the background when the service has one (a
-/// `metrics` socket was passed, or `listen.metrics` is set), until `shutdown`.
-pub fn spawn_door(
-    listener: Option<TcpListener>,
-    metrics: &Metrics,
-    shutdown: &Shutdown,
-) -> Option<tokio::task::JoinHandle<()>> {
+/// `metrics` socket was passed, or `listen.metrics` is set), until
+/// [`Door::close`]: not until the service's shutdown request, so that the
+/// drain after it can be watched too, and a service that stops on an error
+/// of its own closes its door just the same.
+pub fn spawn_door(listener: Option<TcpListener>, metrics: &Metrics) -> Option<Door> {
     let listener = listener?;
-    let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
-    Some(tokio::spawn(async move {
-        if let Err(err) = serve(listener, metrics, shutdown).await {
+    let stop = Shutdown::new();
+    let (metrics, serving) = (metrics.clone(), stop.clone());
+    let task = tokio::spawn(async move {
+        if let Err(err) = serve(listener, metrics, serving).await {
             tracing::warn!(error = %err, "the metrics door stopped");
         }
-    }))
+    });
+    Some(Door {
+        stop,
+        task: Some(task),
+    })
 }
 
 /// The metrics door's routes: `GET /metrics` only.
@@ -642,5 +671,46 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
         assert!(!text.contains("user-chosen"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_door_serves_the_exposition_until_closed_or_dropped() {
+        let metrics = Metrics::new();
+        for close in [true, false] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let door = spawn_door(Some(listener), &metrics).expect("a door");
+            let response = reqwest::get(format!("http://{addr}/metrics"))
+                .await
+                .expect("scrape");
+            assert_eq!(response.status(), 200);
+            assert_eq!(
+                response.headers()["content-type"],
+                prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+            );
+            assert!(
+                response
+                    .text()
+                    .await
+                    .expect("text")
+                    .contains("process_open_fds")
+            );
+            if close {
+                door.close().await;
+            } else {
+                drop(door);
+            }
+            // Closed means the listening socket is gone.
+            let mut refused = false;
+            for _ in 0..100 {
+                if tokio::net::TcpStream::connect(addr).await.is_err() {
+                    refused = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(refused, "the door at {addr} still accepts (close: {close})");
+        }
+        assert!(spawn_door(None, &metrics).is_none());
     }
 }
