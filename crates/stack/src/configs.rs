@@ -29,7 +29,10 @@ pub(crate) trait Wiring {
 pub(crate) const USERS_DATABASE: &str = "users";
 
 /// `service`'s configuration file: where its dependencies and downstreams
-/// are, and logs on stderr (the stack reads them).
+/// are, and logs on stderr (the stack reads them). The `listen.*` keys are
+/// the fallback a service binds when no socket of that name is passed; the
+/// stack passes them all, the `metrics` one included, so the addresses here
+/// only document where they are.
 pub(crate) fn service_config(
     service: ServiceName,
     wiring: &impl Wiring,

@@ -45,6 +45,9 @@ pub enum StackError {
     #[error("{0} is not part of this stack")]
     DependencyNotRunning(Dependency),
 
+    #[error("prometheus: {0} (or run the stack without it: --no-prometheus)")]
+    Prometheus(#[source] switchboard_testkit::Error),
+
     #[error(
         "{} not found in {}: build the services (`cargo build --bins`) or point --bin-dir at them",
         .binary.display(), .dir.display()

@@ -1,5 +1,7 @@
 //! The Switchboard dev stack: PostgreSQL, RabbitMQ, MongoDB (or FerretDB) and
-//! MailHog, then the six services, on one machine, on loopback.
+//! MailHog, then the six services, on one machine, on loopback; and, when
+//! asked (the run command does), Prometheus scraping every service's
+//! `metrics` socket.
 //!
 //! The stack imitates systemd: it binds every service's listening sockets
 //! itself and keeps them open for its whole life (so connections wait in the
@@ -38,14 +40,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::{
-    FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, RabbitMq,
+    FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, Prometheus, RabbitMq,
 };
 
 pub use binaries::{BIN_DIR_ENV, build_service_binaries, default_bin_dir, service_binary};
 pub use error::{PortConflict, Result, StackError};
 pub use options::{Console, DependencyPorts, ServicePorts, StackOptions, StateDir};
 pub use rustix::process::Signal;
-pub use service::{Dependency, ServiceName, SocketSpec, UnknownService};
+pub use service::{Dependency, METRICS_SOCKET, ServiceName, SocketSpec, UnknownService};
 pub use supervisor::ServicePhase;
 
 use configs::{USERS_DATABASE, Wiring};
@@ -70,6 +72,7 @@ struct Servers {
     rabbitmq: Option<Mutex<RabbitMq>>,
     mongodb: Option<Mutex<MongoDb>>,
     mailhog: Option<Mutex<MailHog>>,
+    prometheus: Option<Mutex<Prometheus>>,
 }
 
 /// Addresses fixed at start (a stopped and restarted server keeps its ports).
@@ -83,6 +86,7 @@ struct Addresses {
     mongodb_kind: Option<&'static str>,
     smtp_port: Option<u16>,
     mailhog_http_port: Option<u16>,
+    prometheus_port: Option<u16>,
 }
 
 impl Wiring for Addresses {
@@ -262,7 +266,7 @@ impl Stack {
         refuse_port_conflicts(&options, &dependencies, sockets.conflicts)?;
         let mut addresses = Addresses::of_sockets(&sockets.bound);
 
-        let servers = start_servers(&options, &dependencies, &folder.path, &terminal)?;
+        let servers = start_servers(&options, &dependencies, &addresses, &folder.path, &terminal)?;
         if interrupted() {
             return Err(StackError::Interrupted);
         }
@@ -379,13 +383,21 @@ impl Stack {
         &self.folder.path
     }
 
-    /// The address of a service's socket (`http`, `rpc`, `grpc`).
+    /// The address of a service's socket (`http`, `rpc`, `grpc`, `metrics`).
     pub fn socket_addr(&self, service: ServiceName, socket: &str) -> Option<SocketAddr> {
         self.addresses
             .sockets
             .iter()
             .find(|((s, n), _)| *s == service && *n == socket)
             .map(|(_, addr)| *addr)
+    }
+
+    /// `http://<address>/metrics` of the service's `metrics` socket.
+    pub fn metrics_url(&self, service: ServiceName) -> String {
+        format!(
+            "http://{}/metrics",
+            self.addresses.socket(service, METRICS_SOCKET)
+        )
     }
 
     pub fn broker_url(&self) -> String {
@@ -454,6 +466,19 @@ impl Stack {
 
     pub fn smtp_port(&self) -> Option<u16> {
         self.addresses.smtp_port
+    }
+
+    /// Prometheus' web UI and API when it runs ([`StackOptions::prometheus`]).
+    pub fn prometheus_url(&self) -> Option<String> {
+        self.addresses
+            .prometheus_port
+            .map(|port| format!("http://127.0.0.1:{port}"))
+    }
+
+    /// The Prometheus server (queries, targets, `wait_until_up`), scraping
+    /// every service of the stack under the job `switchboard-<service>`.
+    pub fn prometheus(&self) -> Option<MutexGuard<'_, Prometheus>> {
+        self.servers.prometheus.as_ref().map(lock)
     }
 
     /// The MailHog server (messages, delete_all, stop/start_again).
@@ -599,6 +624,11 @@ impl Stack {
             }
             supervisor.stop();
         }
+        // After the services: their going down is on record.
+        if let Some(prometheus) = self.servers.prometheus.take() {
+            terminal.progress("stopping prometheus");
+            drop(prometheus);
+        }
         if let Some(mailhog) = self.servers.mailhog.take() {
             terminal.progress("stopping mailhog");
             drop(mailhog);
@@ -662,7 +692,7 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
                     .checked_add(offset)
                     .ok_or(StackError::PortOffset(offset))?,
             };
-            match NamedSocket::bind(spec.name, port) {
+            match NamedSocket::bind(spec, port) {
                 Ok(socket) => bound.entry(service).or_default().push(socket),
                 Err(err) if err.kind() == std::io::ErrorKind::AddrInUse => {
                     conflicts.push(PortConflict {
@@ -707,18 +737,36 @@ fn dependency_port_list(
     list
 }
 
-/// Starts the dependency servers side by side (RabbitMQ alone takes seconds).
+/// Starts the dependency servers side by side (RabbitMQ alone takes seconds),
+/// and Prometheus beside them when asked.
 fn start_servers(
     options: &StackOptions,
     dependencies: &[Dependency],
+    addresses: &Addresses,
     state: &Path,
     terminal: &Terminal,
 ) -> Result<Servers> {
-    if dependencies.is_empty() {
+    if dependencies.is_empty() && !options.prometheus {
         return Ok(Servers::default());
     }
-    let names: Vec<&str> = dependencies.iter().map(|d| d.as_str()).collect();
+    let mut names: Vec<&str> = dependencies.iter().map(|d| d.as_str()).collect();
+    if options.prometheus {
+        names.push("prometheus");
+    }
     terminal.progress(format!("starting {}", names.join(", ")));
+    // Every selected service's `metrics` socket, bound already: Prometheus
+    // may scrape before a service runs (the connection waits in the backlog).
+    let scrape_jobs: Vec<(String, SocketAddr)> = options
+        .services
+        .iter()
+        .map(|service| {
+            (
+                service.metrics_job(),
+                addresses.socket(*service, METRICS_SOCKET),
+            )
+        })
+        .collect();
+    let scrape_interval = options.prometheus_scrape_interval;
     let persistent = matches!(options.state, StateDir::Persistent(_));
     let mongodb_server = options.mongodb_server;
     let ferretdb_backend = match options.ferretdb_backend {
@@ -829,22 +877,38 @@ fn start_servers(
                     .map_err(dependency_error(Dependency::MailHog))
             })
         });
-        let mut settle =
-            |dependency: Dependency, outcome: std::thread::Result<Result<String>>| match outcome {
-                Ok(Ok(detail)) => terminal.progress(format!(
-                    "{dependency} ready on {detail} ({:.1?})",
-                    started.elapsed()
-                )),
-                Ok(Err(err)) => {
-                    first_error.get_or_insert(err);
+        let prometheus = options.prometheus.then(|| {
+            let jobs = &scrape_jobs;
+            scope.spawn(move || {
+                let mut builder = Prometheus::builder().scrape_interval(scrape_interval);
+                for (job, target) in jobs {
+                    builder = builder.job(job.as_str(), [target]);
                 }
-                Err(_) => {
-                    first_error.get_or_insert(StackError::io(
-                        format!("starting {dependency}"),
-                        std::io::Error::other("the start-up thread panicked"),
-                    ));
+                if persistent {
+                    builder = builder.dir(state.join("prometheus"));
                 }
-            };
+                if let Some(ports) = ports {
+                    builder = builder.port(ports.prometheus);
+                }
+                builder.start().map_err(StackError::Prometheus)
+            })
+        });
+        type Started = std::thread::Result<Result<String>>;
+        let mut settle = |server: &str, outcome: Started| match outcome {
+            Ok(Ok(detail)) => terminal.progress(format!(
+                "{server} ready on {detail} ({:.1?})",
+                started.elapsed()
+            )),
+            Ok(Err(err)) => {
+                first_error.get_or_insert(err);
+            }
+            Err(_) => {
+                first_error.get_or_insert(StackError::io(
+                    format!("starting {server}"),
+                    std::io::Error::other("the start-up thread panicked"),
+                ));
+            }
+        };
         if let Some(handle) = postgres {
             let outcome = handle.join().map(|result| {
                 result.map(|server| {
@@ -853,7 +917,7 @@ fn start_servers(
                     detail
                 })
             });
-            settle(Dependency::Postgres, outcome);
+            settle(Dependency::Postgres.as_str(), outcome);
         }
         if let Some(handle) = rabbitmq {
             let outcome = handle.join().map(|result| {
@@ -869,7 +933,7 @@ fn start_servers(
                     detail
                 })
             });
-            settle(Dependency::RabbitMq, outcome);
+            settle(Dependency::RabbitMq.as_str(), outcome);
         }
         if let Some(handle) = mongodb {
             let outcome = handle.join().map(|result| {
@@ -879,7 +943,7 @@ fn start_servers(
                     detail
                 })
             });
-            settle(Dependency::MongoDb, outcome);
+            settle(Dependency::MongoDb.as_str(), outcome);
         }
         if let Some(handle) = mailhog {
             let outcome = handle.join().map(|result| {
@@ -893,7 +957,26 @@ fn start_servers(
                     detail
                 })
             });
-            settle(Dependency::MailHog, outcome);
+            settle(Dependency::MailHog.as_str(), outcome);
+        }
+        if let Some(handle) = prometheus {
+            let outcome = handle.join().map(|result| {
+                result.map(|server| {
+                    let detail = format!(
+                        "127.0.0.1:{} (scraping {} every {:?})",
+                        server.port(),
+                        if server.jobs().len() == 1 {
+                            "1 service".to_owned()
+                        } else {
+                            format!("{} services", server.jobs().len())
+                        },
+                        scrape_interval
+                    );
+                    servers.prometheus = Some(Mutex::new(server));
+                    detail
+                })
+            });
+            settle("prometheus", outcome);
         }
     });
     match first_error {
@@ -935,8 +1018,11 @@ fn refuse_port_conflicts(
     mut conflicts: Vec<PortConflict>,
 ) -> Result<()> {
     if let Some(ports) = options.dependency_ports {
-        for (label, port) in dependency_port_list(&ports, dependencies, options.rabbitmq_management)
-        {
+        let mut wanted = dependency_port_list(&ports, dependencies, options.rabbitmq_management);
+        if options.prometheus {
+            wanted.push(("prometheus", ports.prometheus));
+        }
+        for (label, port) in wanted {
             if !sockets::port_is_free(port) {
                 conflicts.push(PortConflict {
                     wanted_by: label.to_owned(),
@@ -986,6 +1072,9 @@ impl Addresses {
             let mailhog = mailhog.lock().unwrap_or_else(|p| p.into_inner());
             self.smtp_port = Some(mailhog.smtp_port());
             self.mailhog_http_port = Some(mailhog.http_port());
+        }
+        if let Some(prometheus) = &servers.prometheus {
+            self.prometheus_port = Some(lock(prometheus).port());
         }
         Ok(())
     }

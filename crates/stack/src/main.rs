@@ -1,8 +1,8 @@
 //! `switchboard-stack`: starts the whole system on this machine for
-//! development — PostgreSQL, RabbitMQ, MongoDB (or FerretDB), MailHog and the
-//! six services on loopback — prints where everything is, streams the
-//! services' logs, and stops it all on Ctrl-C. State lives in `.stack/` and is
-//! reused by the next start.
+//! development — PostgreSQL, RabbitMQ, MongoDB (or FerretDB), MailHog, the
+//! six services and Prometheus scraping them, on loopback — prints where
+//! everything is, streams the services' logs, and stops it all on Ctrl-C.
+//! State lives in `.stack/` and is reused by the next start.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -28,11 +28,11 @@ struct Cli {
     /// Folder of the switchboard-* service binaries [default: this executable's folder].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// Add N to every dependency server's port (5432, 5672, 15672, 27017, 1025, 8025),
-    /// e.g. to run beside the system's PostgreSQL and RabbitMQ.
+    /// Add N to every dependency server's port (5432, 5672, 15672, 27017, 1025, 8025)
+    /// and to Prometheus' (9090), e.g. to run beside the system's PostgreSQL and RabbitMQ.
     #[arg(long, value_name = "N", default_value_t = 0)]
     port_offset: u16,
-    /// Add N to every service port (8080-8084, 5001, 50001).
+    /// Add N to every service port (8080-8084, 5001, 50001, metrics 9180-9185).
     #[arg(long, value_name = "N", default_value_t = 0)]
     service_port_offset: u16,
     /// PostgreSQL's port (overrides --port-offset).
@@ -63,8 +63,15 @@ struct Cli {
     /// MailHog's web UI and API port (overrides --port-offset).
     #[arg(long, value_name = "PORT")]
     mailhog_port: Option<u16>,
+    /// Prometheus' web UI and API port (overrides --port-offset).
+    #[arg(long, value_name = "PORT")]
+    prometheus_port: Option<u16>,
+    /// Do not run Prometheus (the services' metrics sockets stay open).
+    #[arg(long)]
+    no_prometheus: bool,
     /// Start a service only when the first connection arrives on one of its
-    /// sockets, as systemd socket activation does.
+    /// sockets, as systemd socket activation does (not its metrics socket: a
+    /// scrape starts nothing; the listener, with no other socket, starts at once).
     #[arg(long)]
     lazy: bool,
     /// Run only these services (comma-separated), and the servers they need.
@@ -174,6 +181,7 @@ fn options(cli: &Cli) -> Result<StackOptions, String> {
         mongodb: cli.mongodb_port.unwrap_or(offset_ports.mongodb),
         smtp: cli.smtp_port.unwrap_or(offset_ports.smtp),
         mailhog_http: cli.mailhog_port.unwrap_or(offset_ports.mailhog_http),
+        prometheus: cli.prometheus_port.unwrap_or(offset_ports.prometheus),
     };
     let color = match cli.color {
         ColorChoice::Always => true,
@@ -189,6 +197,7 @@ fn options(cli: &Cli) -> Result<StackOptions, String> {
             offset: cli.service_port_offset,
         })
         .lazy(cli.lazy)
+        .prometheus(!cli.no_prometheus)
         .console(Console { color });
     if let Some(dir) = &cli.bin_dir {
         options = options.bin_dir(dir);
@@ -233,11 +242,19 @@ fn print_table(stack: &Stack) {
     let mut rows: Vec<(String, String)> = Vec::new();
     let services = stack.services();
     let runs = |service| services.contains(&service);
+    // Each service's row ends with its Prometheus socket.
+    let metrics = |service| format!("  metrics {}", stack.metrics_url(service));
     if runs(ServiceName::Frontend) {
-        rows.push(("front-end".into(), stack.frontend_url()));
+        rows.push((
+            "front-end".into(),
+            format!("{}{}", stack.frontend_url(), metrics(ServiceName::Frontend)),
+        ));
     }
     if runs(ServiceName::Broker) {
-        rows.push(("broker".into(), stack.broker_url()));
+        rows.push((
+            "broker".into(),
+            format!("{}{}", stack.broker_url(), metrics(ServiceName::Broker)),
+        ));
     }
     if let Some(url) = stack.mailhog_url() {
         rows.push(("MailHog UI".into(), url));
@@ -248,22 +265,41 @@ fn print_table(stack: &Stack) {
             format!("{url}  (guest / guest)"),
         ));
     }
+    if let Some(url) = stack.prometheus_url() {
+        rows.push((
+            "Prometheus".into(),
+            format!("{url}  (jobs switchboard-<service>)"),
+        ));
+    }
     if runs(ServiceName::Auth) {
-        rows.push(("auth".into(), stack.auth_url()));
+        rows.push((
+            "auth".into(),
+            format!("{}{}", stack.auth_url(), metrics(ServiceName::Auth)),
+        ));
     }
     if runs(ServiceName::Logger) {
         rows.push((
             "logger".into(),
             format!(
-                "{}  rpc {}  grpc {}",
+                "{}  rpc {}  grpc {}{}",
                 stack.logger_http_url(),
                 stack.logger_rpc_addr(),
-                stack.logger_grpc_url()
+                stack.logger_grpc_url(),
+                metrics(ServiceName::Logger)
             ),
         ));
     }
     if runs(ServiceName::Mail) {
-        rows.push(("mail".into(), stack.mail_url()));
+        rows.push((
+            "mail".into(),
+            format!("{}{}", stack.mail_url(), metrics(ServiceName::Mail)),
+        ));
+    }
+    if runs(ServiceName::Listener) {
+        rows.push((
+            "listener".into(),
+            format!("metrics {}", stack.metrics_url(ServiceName::Listener)),
+        ));
     }
     if let Some(url) = stack.postgres_url("users") {
         rows.push(("PostgreSQL".into(), url));

@@ -24,7 +24,7 @@ pub enum StateDir {
     Persistent(PathBuf),
 }
 
-/// Client ports of the dependency servers.
+/// Client ports of the dependency servers, and Prometheus' web port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DependencyPorts {
     pub postgres: u16,
@@ -33,10 +33,11 @@ pub struct DependencyPorts {
     pub mongodb: u16,
     pub smtp: u16,
     pub mailhog_http: u16,
+    pub prometheus: u16,
 }
 
 impl DependencyPorts {
-    /// 5432, 5672, 15672, 27017, 1025, 8025.
+    /// 5432, 5672, 15672, 27017, 1025, 8025, 9090.
     pub const USUAL: DependencyPorts = DependencyPorts {
         postgres: 5432,
         amqp: 5672,
@@ -44,6 +45,7 @@ impl DependencyPorts {
         mongodb: 27017,
         smtp: 1025,
         mailhog_http: 8025,
+        prometheus: 9090,
     };
 
     /// Every port shifted by `offset`, or `None` if one would pass 65535.
@@ -55,6 +57,7 @@ impl DependencyPorts {
             mongodb: self.mongodb.checked_add(offset)?,
             smtp: self.smtp.checked_add(offset)?,
             mailhog_http: self.mailhog_http.checked_add(offset)?,
+            prometheus: self.prometheus.checked_add(offset)?,
         })
     }
 }
@@ -97,6 +100,12 @@ pub struct StackOptions {
     pub seed_user: bool,
     /// Run RabbitMQ's management plugin (its web UI); slows RabbitMQ's start.
     pub rabbitmq_management: bool,
+    /// Run Prometheus (found on `PATH`), scraping every selected service's
+    /// `metrics` socket under the job `switchboard-<service>`; its data in
+    /// `prometheus/` of a persistent state folder.
+    pub prometheus: bool,
+    /// How often Prometheus scrapes (also the scrape timeout, at most 10 s).
+    pub prometheus_scrape_interval: Duration,
     /// Which MongoDB-protocol server to run; `None`: `mongod` where it is
     /// installed, else FerretDB. FerretDB is the choice on CPUs without AVX,
     /// which current `mongod` builds require.
@@ -132,6 +141,8 @@ impl StackOptions {
             console: None,
             seed_user: true,
             rabbitmq_management: false,
+            prometheus: false,
+            prometheus_scrape_interval: Duration::from_secs(5),
             mongodb_server: None,
             ferretdb_backend: None,
             durable: None,
@@ -141,14 +152,15 @@ impl StackOptions {
         }
     }
 
-    /// A persistent folder, the usual ports, RabbitMQ's management UI: what
-    /// the run command uses.
+    /// A persistent folder, the usual ports, RabbitMQ's management UI and
+    /// Prometheus: what the run command uses.
     pub fn persistent(dir: impl Into<PathBuf>) -> Self {
         Self {
             state: StateDir::Persistent(dir.into()),
             dependency_ports: Some(DependencyPorts::USUAL),
             service_ports: ServicePorts::Default { offset: 0 },
             rabbitmq_management: true,
+            prometheus: true,
             ..Self::temporary()
         }
     }
@@ -233,6 +245,18 @@ impl StackOptions {
         self
     }
 
+    /// Runs Prometheus beside the stack, scraping the selected services.
+    pub fn prometheus(mut self, enabled: bool) -> Self {
+        self.prometheus = enabled;
+        self
+    }
+
+    /// How often Prometheus scrapes; default 5 s.
+    pub fn prometheus_scrape_interval(mut self, interval: Duration) -> Self {
+        self.prometheus_scrape_interval = interval;
+        self
+    }
+
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
         self
@@ -287,10 +311,23 @@ mod tests {
     }
 
     #[test]
+    fn the_run_command_runs_prometheus_and_tests_do_not() {
+        assert!(StackOptions::persistent("/tmp/x").prometheus);
+        assert!(!StackOptions::temporary().prometheus);
+        assert!(
+            !StackOptions::persistent("/tmp/x")
+                .prometheus(false)
+                .prometheus
+        );
+        assert_eq!(DependencyPorts::USUAL.prometheus, 9090);
+    }
+
+    #[test]
     fn port_offsets_are_checked() {
         let shifted = DependencyPorts::USUAL.offset(10_000).expect("fits");
         assert_eq!(shifted.postgres, 15432);
         assert_eq!(shifted.rabbitmq_management, 25672);
+        assert_eq!(shifted.prometheus, 19090);
         assert!(DependencyPorts::USUAL.offset(60_000).is_none());
     }
 }

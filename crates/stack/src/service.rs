@@ -17,16 +17,38 @@ pub enum ServiceName {
     Frontend,
 }
 
-/// One listening socket of a service: its `FileDescriptorName=` and the port
-/// README.md gives it by default.
+/// One listening socket of a service: its `FileDescriptorName=`, the port
+/// README.md gives it by default, and whether a connection waiting on it
+/// starts the service in lazy mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketSpec {
     pub name: &'static str,
     pub default_port: u16,
+    /// `false` for the `metrics` socket: a scrape finds a lazy service that
+    /// is not running down (the connection waits, the scrape times out)
+    /// instead of starting it, so that Prometheus, which scrapes every
+    /// service every few seconds, does not undo `--lazy`.
+    pub activates: bool,
 }
 
+/// The `FileDescriptorName=` of every service's Prometheus socket (`GET /metrics`).
+pub const METRICS_SOCKET: &str = "metrics";
+
 const fn socket(name: &'static str, default_port: u16) -> SocketSpec {
-    SocketSpec { name, default_port }
+    SocketSpec {
+        name,
+        default_port,
+        activates: true,
+    }
+}
+
+/// The `metrics` socket on its default port.
+const fn metrics(default_port: u16) -> SocketSpec {
+    SocketSpec {
+        name: METRICS_SOCKET,
+        default_port,
+        activates: false,
+    }
 }
 
 impl ServiceName {
@@ -58,25 +80,33 @@ impl ServiceName {
     }
 
     /// The sockets the service takes from its service manager, in the order
-    /// they are passed (fd 3, 4, …), with README.md's default ports.
+    /// they are passed (fd 3, 4, …), with README.md's default ports. Every
+    /// service has a `metrics` socket, last; it is the listener's only one.
     pub fn sockets(self) -> &'static [SocketSpec] {
-        const BROKER: &[SocketSpec] = &[socket("http", 8080)];
-        const AUTH: &[SocketSpec] = &[socket("http", 8081)];
+        const BROKER: &[SocketSpec] = &[socket("http", 8080), metrics(9180)];
+        const AUTH: &[SocketSpec] = &[socket("http", 8081), metrics(9181)];
         const LOGGER: &[SocketSpec] = &[
             socket("http", 8082),
             socket("rpc", 5001),
             socket("grpc", 50001),
+            metrics(9182),
         ];
-        const MAIL: &[SocketSpec] = &[socket("http", 8083)];
-        const FRONTEND: &[SocketSpec] = &[socket("http", 8084)];
+        const MAIL: &[SocketSpec] = &[socket("http", 8083), metrics(9183)];
+        const FRONTEND: &[SocketSpec] = &[socket("http", 8084), metrics(9184)];
+        const LISTENER: &[SocketSpec] = &[metrics(9185)];
         match self {
             Self::Broker => BROKER,
             Self::Auth => AUTH,
             Self::Logger => LOGGER,
             Self::Mail => MAIL,
-            Self::Listener => &[],
+            Self::Listener => LISTENER,
             Self::Frontend => FRONTEND,
         }
+    }
+
+    /// The job name Prometheus scrapes the service under: `switchboard-broker`.
+    pub fn metrics_job(self) -> String {
+        self.binary_name()
     }
 
     /// `SWITCHBOARD_<SERVICE>__<SECTION>__<KEY>` for a dotted key such as
@@ -202,11 +232,36 @@ mod tests {
                 (ServiceName::Logger, "http", 8082),
                 (ServiceName::Logger, "rpc", 5001),
                 (ServiceName::Logger, "grpc", 50001),
+                (ServiceName::Logger, "metrics", 9182),
                 (ServiceName::Mail, "http", 8083),
+                (ServiceName::Mail, "metrics", 9183),
                 (ServiceName::Auth, "http", 8081),
+                (ServiceName::Auth, "metrics", 9181),
+                (ServiceName::Listener, "metrics", 9185),
                 (ServiceName::Broker, "http", 8080),
+                (ServiceName::Broker, "metrics", 9180),
                 (ServiceName::Frontend, "http", 8084),
+                (ServiceName::Frontend, "metrics", 9184),
             ]
         );
+    }
+
+    /// Every service has one `metrics` socket, the last, and it alone
+    /// never starts a lazy service.
+    #[test]
+    fn every_service_has_a_metrics_socket_that_does_not_activate() {
+        for service in ServiceName::ALL {
+            let sockets = service.sockets();
+            let last = sockets.last().expect("a socket");
+            assert_eq!(last.name, METRICS_SOCKET, "{service}");
+            assert!(!last.activates, "{service}");
+            assert!(
+                sockets[..sockets.len() - 1]
+                    .iter()
+                    .all(|socket| socket.activates && socket.name != METRICS_SOCKET),
+                "{service}"
+            );
+        }
+        assert_eq!(ServiceName::Listener.metrics_job(), "switchboard-listener");
     }
 }

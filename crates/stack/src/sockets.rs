@@ -8,6 +8,8 @@ use std::os::fd::OwnedFd;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::service::SocketSpec;
+
 /// systemd's default `Backlog=` (SOMAXCONN).
 const BACKLOG: i32 = 4096;
 
@@ -16,18 +18,22 @@ const BACKLOG: i32 = 4096;
 pub(crate) struct NamedSocket {
     pub(crate) name: &'static str,
     pub(crate) addr: SocketAddr,
+    /// Whether a connection waiting on it starts a lazy service
+    /// ([`SocketSpec::activates`]).
+    pub(crate) activates: bool,
     /// `None` after [`NamedSocket::close`].
     pub(crate) listener: Option<TcpListener>,
 }
 
 impl NamedSocket {
-    /// Binds `127.0.0.1:port` (`0`: a port the kernel picks).
-    pub(crate) fn bind(name: &'static str, port: u16) -> std::io::Result<Self> {
+    /// Binds `spec`'s socket on `127.0.0.1:port` (`0`: a port the kernel picks).
+    pub(crate) fn bind(spec: &SocketSpec, port: u16) -> std::io::Result<Self> {
         let listener = bind_loopback(port)?;
         let addr = listener.local_addr()?;
         Ok(Self {
-            name,
+            name: spec.name,
             addr,
+            activates: spec.activates,
             listener: Some(listener),
         })
     }
@@ -78,7 +84,8 @@ mod tests {
 
     #[test]
     fn a_closed_socket_refuses_and_a_reopened_one_accepts_on_the_same_port() {
-        let mut socket = NamedSocket::bind("http", 0).expect("bind");
+        let spec = crate::service::ServiceName::Frontend.sockets()[0];
+        let mut socket = NamedSocket::bind(&spec, 0).expect("bind");
         let addr = socket.addr;
         assert_ne!(addr.port(), 0);
         assert!(std::net::TcpStream::connect(addr).is_ok());

@@ -12,7 +12,8 @@
 //! tiny `sh` reaper that kills the group if the stack dies without cleaning up.
 //!
 //! In lazy mode the service is spawned only when a connection waits on one of
-//! its sockets, and the sockets are watched again whenever it exits.
+//! its sockets (not the `metrics` one: a scrape does not start a service),
+//! and the sockets are watched again whenever it exits.
 
 use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::unix::net::UnixDatagram;
@@ -139,7 +140,9 @@ impl Supervisor {
             service,
             binary,
             env,
-            lazy: lazy && !sockets.is_empty(),
+            // The listener's only socket is `metrics`, which activates
+            // nothing: it starts at once, lazy or not.
+            lazy: lazy && sockets.iter().any(|socket| socket.activates),
             sockets: Mutex::new(sockets),
             log,
             state: Mutex::new(SlotState {
@@ -606,6 +609,7 @@ impl Supervisor {
                 let sockets = self.sockets.lock().unwrap_or_else(|p| p.into_inner());
                 sockets
                     .iter()
+                    .filter(|socket| socket.activates)
                     .filter_map(|socket| socket.listener.as_ref()?.try_clone().ok())
                     .collect()
             };
@@ -696,5 +700,45 @@ fn stop_reaper(running: &mut Running) {
         // The reaper leads its own group (it and its `sleep`).
         signal_group(reaper.id(), Signal::KILL);
         let _ = reaper.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn supervisor(service: ServiceName, lazy: bool, dir: &std::path::Path) -> Arc<Supervisor> {
+        let shared = Arc::new(Shared {
+            terminal: Terminal::new(None),
+            run_dir: dir.to_path_buf(),
+            closing: AtomicBool::new(false),
+            stop_timeout: Duration::from_secs(1),
+            ready_timeout: Duration::from_secs(1),
+        });
+        let sockets = service
+            .sockets()
+            .iter()
+            .map(|spec| NamedSocket::bind(spec, 0).expect("bind"))
+            .collect();
+        let log = ServiceLog::create(service, dir).expect("log");
+        Supervisor::new(
+            service,
+            PathBuf::from("/bin/false"),
+            Vec::new(),
+            lazy,
+            sockets,
+            log,
+            shared,
+        )
+    }
+
+    /// The listener's only socket is `metrics`, which activates nothing: in
+    /// lazy mode it still starts at once; a service with another socket waits.
+    #[test]
+    fn only_activating_sockets_make_a_service_lazy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!supervisor(ServiceName::Listener, true, dir.path()).is_lazy());
+        assert!(supervisor(ServiceName::Frontend, true, dir.path()).is_lazy());
+        assert!(!supervisor(ServiceName::Frontend, false, dir.path()).is_lazy());
     }
 }

@@ -17,6 +17,7 @@ fn options(dir: &std::path::Path, ports: DependencyPorts, offset: u16) -> StackO
         .bin_dir(build_service_binaries().expect("service binaries"))
         .services([ServiceName::Auth])
         .rabbitmq_management(false)
+        .prometheus(false)
         .dependency_ports(ports)
         .service_ports(ServicePorts::Default { offset })
         .setting(ServiceName::Auth, "security.bcrypt_cost", 4)
@@ -31,10 +32,11 @@ fn free_dependency_ports() -> DependencyPorts {
         mongodb: free_port(),
         smtp: free_port(),
         mailhog_http: free_port(),
+        prometheus: free_port(),
     }
 }
 
-/// An offset under which every service port (8080-8084, 5001, 50001) is free.
+/// An offset under which every service port (8080-8084, 5001, 50001, 9180-9185) is free.
 fn free_service_offset() -> u16 {
     loop {
         let offset = free_port() % 15_000 + 1;
@@ -140,8 +142,15 @@ fn taken_ports_are_all_named_before_anything_starts() {
         std::net::TcpListener::bind(("127.0.0.1", ports.postgres)).expect("hold postgres port");
     let auth_holder =
         std::net::TcpListener::bind(("127.0.0.1", 8081 + offset)).expect("hold auth port");
+    let metrics_holder = std::net::TcpListener::bind(("127.0.0.1", 9181 + offset))
+        .expect("hold auth's metrics port");
+    let prometheus_holder =
+        std::net::TcpListener::bind(("127.0.0.1", ports.prometheus)).expect("hold prometheus port");
 
-    let error = Stack::start(options(dir.path(), ports, offset)).expect_err("ports are taken");
+    // With Prometheus: its port is checked with the others (and nothing
+    // starts, so it need not be installed).
+    let error = Stack::start(options(dir.path(), ports, offset).prometheus(true))
+        .expect_err("ports are taken");
     let StackError::PortsInUse(conflicts) = &error else {
         panic!("expected PortsInUse, got {error}");
     };
@@ -154,11 +163,18 @@ fn taken_ports_are_all_named_before_anything_starts() {
         named,
         vec![
             ("auth http".to_owned(), 8081 + offset),
-            ("postgres".to_owned(), ports.postgres)
+            ("auth metrics".to_owned(), 9181 + offset),
+            ("postgres".to_owned(), ports.postgres),
+            ("prometheus".to_owned(), ports.prometheus),
         ]
     );
     assert!(error.to_string().contains("--port-offset"), "{error}");
     // Nothing was started: the folder holds no server data.
     assert!(!dir.path().join("postgres").exists());
-    drop((postgres_holder, auth_holder));
+    drop((
+        postgres_holder,
+        auth_holder,
+        metrics_holder,
+        prometheus_holder,
+    ));
 }

@@ -160,11 +160,16 @@ fn lazy_services_start_on_their_first_connection_and_again_after_a_stop() {
         stack.service_phase(ServiceName::Frontend),
         Some(ServicePhase::WaitingForConnection)
     );
+    // A scrape waits on the metrics socket and starts nothing.
+    let metrics = stack
+        .socket_addr(ServiceName::Frontend, "metrics")
+        .expect("metrics socket");
+    let _scrape = TcpStream::connect(metrics).expect("the metrics socket queues connections");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
         stack.service_pid(ServiceName::Frontend),
         None,
-        "a lazy service must not start before a connection"
+        "a lazy service must not start before a connection, nor on a scrape"
     );
 
     let started = Instant::now();

@@ -1,6 +1,8 @@
 //! Real dependency servers for tests and the dev stack: PostgreSQL, RabbitMQ,
 //! MongoDB (or FerretDB where mongod is not installed) and MailHog, started as
-//! child processes on loopback ports and stopped on drop.
+//! child processes on loopback ports and stopped on drop; and Prometheus,
+//! scraping the targets it is given, with helpers to query it
+//! ([`Prometheus::wait_until_up`], [`Prometheus::query_value`]).
 //!
 //! Everything here is synchronous (std::process, std::net polling): it works from
 //! any test runtime, from statics and from the dev stack runner.
@@ -81,6 +83,7 @@ mod mongodb;
 mod net;
 mod postgres;
 mod process;
+mod prometheus;
 mod rabbitmq;
 mod workdir;
 
@@ -102,6 +105,7 @@ pub use mongodb::{
 };
 pub use postgres::{Postgres, PostgresBuilder};
 pub use process::process_alive;
+pub use prometheus::{Prometheus, PrometheusBuilder, Sample, ScrapeJob, ScrapeTarget};
 pub use rabbitmq::{RabbitMq, RabbitMqBuilder};
 
 /// Environment variable that turns server-backed tests into visible no-ops.
@@ -120,9 +124,10 @@ pub const RABBITMQ_CLI_PORTS: std::ops::RangeInclusive<u16> = 35672..=35699;
 /// `port: None` picks a free port (with retries on a start-up port race when
 /// the folder is temporary); `Some(port)` uses exactly that port, which is then
 /// checked to be free before start. `port` is the client port: PostgreSQL's,
-/// RabbitMQ's AMQP port, MongoDB's, MailHog's SMTP port. The other ports of a
-/// server (RabbitMQ's distribution and epmd ports, MailHog's HTTP port) are
-/// picked free unless set through the server's builder.
+/// RabbitMQ's AMQP port, MongoDB's, MailHog's SMTP port, Prometheus' web
+/// port. The other ports of a server (RabbitMQ's distribution and epmd
+/// ports, MailHog's HTTP port) are picked free unless set through the
+/// server's builder.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Persistent folder, or `None` for a temporary one.

@@ -10,8 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use switchboard_testkit::{
-    Error, FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, RabbitMq,
-    ServerOptions, free_port, process_alive, servers_disabled, unique_name,
+    Error, FERRETDB_DATABASE, FerretBackend, MailHog, MongoDb, MongoKind, Postgres, Prometheus,
+    RabbitMq, ServerOptions, find_binary, free_port, process_alive, servers_disabled, skip,
+    unique_name,
 };
 
 fn port_closed(port: u16) -> bool {
@@ -838,6 +839,134 @@ mod mailhog {
         assert!(!process_alive(pid));
         assert!(!dir.exists());
         assert!(port_closed(smtp));
+    }
+}
+
+mod prometheus {
+    use super::*;
+
+    /// Prometheus is newer to the setup than the other servers: where it is
+    /// not installed yet, its tests say so and skip.
+    fn prometheus_missing() -> bool {
+        if servers_disabled() {
+            return true;
+        }
+        match find_binary("prometheus") {
+            Ok(_) => false,
+            Err(error) => {
+                skip(&error.to_string());
+                true
+            }
+        }
+    }
+
+    /// Scraping itself, Prometheus proves the whole path a service's
+    /// metrics take: the scrape (`up == 1`), the stored series (a metric of
+    /// its own, read back through PromQL) and the targets API. A target
+    /// nobody listens on is reported down, with the reason.
+    #[test]
+    fn scrapes_itself_and_reports_a_dead_target_down() {
+        if prometheus_missing() {
+            return;
+        }
+        let dead = free_port();
+        let mut prometheus = Prometheus::builder()
+            .scrape_itself("testkit-self")
+            .job("testkit-dead", [format!("127.0.0.1:{dead}")])
+            .scrape_interval(Duration::from_secs(1))
+            .start()
+            .expect("prometheus starts");
+        let port = prometheus.port();
+        assert_eq!(prometheus.url(), format!("http://127.0.0.1:{port}"));
+
+        prometheus
+            .wait_until_up("testkit-self", Duration::from_secs(30))
+            .expect("prometheus scraped itself");
+        assert_eq!(
+            prometheus
+                .query_value(r#"up{job="testkit-self"}"#)
+                .expect("query"),
+            Some(1.0)
+        );
+        // A series of its own /metrics, stored under the job's labels.
+        let samples = prometheus
+            .query(r#"prometheus_build_info{job="testkit-self"}"#)
+            .expect("query");
+        assert_eq!(samples.len(), 1, "{samples:?}");
+        assert_eq!(samples[0].labels["instance"], format!("127.0.0.1:{port}"));
+        let major: u32 = samples[0].labels["version"]
+            .split('.')
+            .next()
+            .and_then(|major| major.parse().ok())
+            .expect("a version label");
+        assert_eq!(prometheus.major_version(), Some(major));
+
+        let down = prometheus
+            .wait_for_value(
+                r#"up{job="testkit-dead"}"#,
+                |up| up == 0.0,
+                Duration::from_secs(30),
+            )
+            .expect("the dead target was tried");
+        assert_eq!(down, 0.0);
+        let targets = prometheus.targets().expect("targets");
+        let own = targets
+            .iter()
+            .find(|t| t.job == "testkit-self")
+            .expect("own target");
+        assert_eq!(own.scrape_url, format!("http://127.0.0.1:{port}/metrics"));
+        assert_eq!(own.health, "up");
+        let dead_target = targets
+            .iter()
+            .find(|t| t.job == "testkit-dead")
+            .expect("dead target");
+        assert_eq!(dead_target.health, "down");
+        assert!(
+            dead_target.last_error.contains("refused"),
+            "{dead_target:?}"
+        );
+
+        let error = prometheus.query("up{").expect_err("bad PromQL is refused");
+        assert!(matches!(error, Error::Protocol { .. }), "{error}");
+        let error = prometheus
+            .query_value("up")
+            .expect_err("two samples are not one value");
+        assert!(error.to_string().contains("2 samples"), "{error}");
+        let error = prometheus
+            .wait_until_up("testkit-dead", Duration::from_millis(300))
+            .expect_err("the dead target never comes up");
+        assert!(
+            matches!(&error, Error::Timeout { what, .. } if what.contains("testkit-dead")),
+            "{error}"
+        );
+
+        // Stopped and started again: same port, same database. Three
+        // samples before the stop are still there right after the start,
+        // before a second scrape could have replaced them.
+        let scraped = r#"count_over_time(up{job="testkit-self"}[1h])"#;
+        let before = prometheus
+            .wait_for_value(scraped, |n| n >= 3.0, Duration::from_secs(30))
+            .expect("three scrapes");
+        prometheus.stop();
+        assert!(port_closed(port));
+        assert!(matches!(prometheus.query("up"), Err(Error::Stopped { .. })));
+        prometheus.start_again().expect("starts again");
+        assert_eq!(prometheus.port(), port);
+        let after = prometheus.query_value(scraped).expect("query");
+        assert!(
+            after.is_some_and(|n| n >= before),
+            "{before} samples before the restart, {after:?} after"
+        );
+
+        let (pid, dir) = (
+            prometheus.pid().expect("running"),
+            prometheus.dir().to_path_buf(),
+        );
+        assert!(dir.join("prometheus.yml").is_file());
+        drop(prometheus);
+        assert!(!process_alive(pid), "prometheus {pid} outlived its handle");
+        assert!(!dir.exists(), "{} was not removed", dir.display());
+        assert!(port_closed(port));
     }
 }
 
