@@ -38,6 +38,7 @@
         pkgs.mongodb-ce
         pkgs.ferretdb
         pkgs.mailhog
+        pkgs.prometheus
         (pkgs.runCommand "mailhog-lowercase" { } ''
           mkdir -p $out/bin
           ln -s ${lib.getExe pkgs.mailhog} $out/bin/mailhog

@@ -38,11 +38,13 @@ pub(crate) fn service_config(
     wiring: &impl Wiring,
 ) -> Result<String, toml::ser::Error> {
     let http = wiring.socket(service, "http");
+    let metrics = Some(wiring.socket(service, "metrics"));
     match service {
         ServiceName::Auth => {
             let mut settings = switchboard_auth::Settings::default();
             log_to_stderr(&mut settings.runtime);
             settings.listen.http = http;
+            settings.listen.metrics = metrics;
             if let Some(url) = wiring.postgres_url(USERS_DATABASE) {
                 settings.database.url = url;
             }
@@ -55,6 +57,7 @@ pub(crate) fn service_config(
             let mut settings = switchboard_logger::Settings::default();
             log_to_stderr(&mut settings.runtime);
             settings.listen.http = http;
+            settings.listen.metrics = metrics;
             settings.listen.rpc = wiring.socket(service, "rpc");
             settings.listen.grpc = wiring.socket(service, "grpc");
             if let Some(url) = wiring.mongodb_url() {
@@ -66,6 +69,7 @@ pub(crate) fn service_config(
             let mut settings = switchboard_mail::settings::Settings::default();
             log_to_stderr(&mut settings.runtime);
             settings.listen.http = http;
+            settings.listen.metrics = metrics;
             "127.0.0.1".clone_into(&mut settings.smtp.host);
             if let Some(port) = wiring.smtp_port() {
                 settings.smtp.port = port;
@@ -76,6 +80,7 @@ pub(crate) fn service_config(
             let mut settings = switchboard_broker::Settings::default();
             log_to_stderr(&mut settings.runtime);
             settings.listen.http = http;
+            settings.listen.metrics = metrics;
             let downstream = &mut settings.downstream;
             downstream.auth_url = wiring.http(ServiceName::Auth);
             downstream.logger_http_url = wiring.http(ServiceName::Logger);
@@ -93,6 +98,7 @@ pub(crate) fn service_config(
         ServiceName::Listener => {
             let mut settings = switchboard_listener::Settings::default();
             log_to_stderr(&mut settings.runtime);
+            settings.listen.metrics = metrics;
             if let Some(url) = wiring.amqp_url() {
                 settings.amqp.url = url;
             }
@@ -104,6 +110,7 @@ pub(crate) fn service_config(
             let mut settings = switchboard_frontend::settings::Settings::default();
             log_to_stderr(&mut settings.runtime);
             settings.listen.http = http;
+            settings.listen.metrics = metrics;
             settings.page.broker_url = wiring.http(ServiceName::Broker);
             toml::to_string(&settings)
         }
