@@ -1,7 +1,8 @@
 //! The stack's Prometheus, with the real front-end binary (no dependency
 //! server needed): it scrapes the `metrics` socket of exactly the services
 //! the stack runs, under the job `switchboard-<service>`, and stops with the
-//! stack. Where `prometheus` is not installed the test says so and skips.
+//! stack, and what it scraped can be queried. Where `prometheus` is not
+//! installed the test says so and skips.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,27 +11,24 @@ use std::time::Duration;
 use switchboard_stack::{METRICS_SOCKET, ServiceName, Stack, StackOptions, build_service_binaries};
 use switchboard_testkit::{find_binary, process_alive, servers_disabled, skip};
 
-/// Whether `GET /metrics` on `addr` answers 200 within a few seconds. A
-/// service that does not take its `metrics` socket leaves the connection
-/// waiting in the backlog.
-fn serves_metrics(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect(addr) else {
-        return false;
-    };
-    if stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .is_err()
-        || write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-        )
-        .is_err()
-    {
-        return false;
-    }
+/// `GET path` on `addr`; the status line's code.
+fn get(addr: SocketAddr, path: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
     let mut reply = Vec::new();
     let _ = stream.read_to_end(&mut reply);
-    String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 200")
+    String::from_utf8_lossy(&reply)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_owned()
 }
 
 #[test]
@@ -77,7 +75,13 @@ fn prometheus_scrapes_the_services_the_stack_runs_and_stops_with_it() {
         .collect();
     assert_eq!(jobs, vec![("switchboard-frontend", scrape_url.as_str())]);
 
-    if serves_metrics(metrics) {
+    // A request to the page, then Prometheus sees the front-end up and
+    // counting it under its route.
+    let http = stack
+        .socket_addr(ServiceName::Frontend, "http")
+        .expect("the front-end's http socket");
+    assert_eq!(get(http, "/"), "200");
+    {
         let prometheus = stack.prometheus().expect("prometheus");
         prometheus
             .wait_until_up("switchboard-frontend", Duration::from_secs(30))
@@ -86,10 +90,14 @@ fn prometheus_scrapes_the_services_the_stack_runs_and_stops_with_it() {
             .query_value(r#"process_resident_memory_bytes{job="switchboard-frontend"}"#)
             .expect("query");
         assert!(memory.is_some_and(|bytes| bytes > 0.0), "{memory:?}");
-    } else {
-        skip(
-            "the front-end does not answer GET /metrics on its metrics socket yet: only the targets were checked",
-        );
+        let pages = prometheus
+        .wait_for_value(
+            r#"switchboard_http_requests_total{job="switchboard-frontend",route="/",status="200"}"#,
+            |pages| pages >= 1.0,
+            Duration::from_secs(30),
+        )
+        .expect("the page's request, scraped");
+        assert_eq!(pages, 1.0);
     }
 
     drop(stack);
