@@ -2,7 +2,9 @@
 //! chromedriver, driven with fantoccini) against the whole running stack:
 //! every button is clicked, the Received pane must show the broker's success
 //! reply for each, and the effects must land — log documents in the database
-//! (by every transport) and the mail in MailHog.
+//! (by every transport) and the mail in MailHog; the panels show every
+//! downstream reachable and the newest entries, and the transport comparison
+//! fills its table and chart.
 
 use std::time::{Duration, Instant};
 
@@ -75,6 +77,23 @@ async fn click(browser: &Client, button: &str) -> Shown {
     }
 }
 
+/// Polls `script` (a function body) until it returns something other than
+/// `null`, for at most 60 s.
+async fn wait_for_js(browser: &Client, script: &str, what: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let value = browser
+            .execute(script, vec![])
+            .await
+            .expect("reading the page");
+        if !value.is_null() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "no {what} within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn every_button_of_the_page_succeeds_against_the_running_stack() {
     if servers_disabled() {
@@ -119,6 +138,63 @@ async fn every_button_of_the_page_succeeds_against_the_running_stack() {
             ));
         }
     }
+    // The panels of the system at work: every downstream reachable, the
+    // entries the clicks logged, and the four transports compared.
+    let up = wait_for_js(
+        &browser,
+        "const up = document.querySelectorAll('#downstreams li[data-state=up]').length;
+         return up === 6 ? up : null;",
+        "six reachable downstreams on the page",
+    )
+    .await;
+    assert_eq!(up, json!(6));
+    wait_for_js(
+        &browser,
+        "return document.querySelector('#logs li[data-name=event]') ? true : null;",
+        "the clicks' entries among the newest log entries",
+    )
+    .await;
+    browser
+        .execute(
+            "document.getElementById('compareCount').value = '3';",
+            vec![],
+        )
+        .await
+        .expect("set the count");
+    browser
+        .find(Locator::Id("compareBtn"))
+        .await
+        .expect("compare button")
+        .click()
+        .await
+        .expect("click compare");
+    let rows = wait_for_js(
+        &browser,
+        "if (document.body.dataset.compare !== 'done') { return null; }
+         return Array.from(document.querySelectorAll('#compare-table tbody tr')).map(
+           (row) => Array.from(row.children).map((cell) => cell.textContent));",
+        "the comparison of the four transports",
+    )
+    .await;
+    let rows: Vec<Vec<String>> = serde_json::from_value(rows).expect("rows of cells");
+    let vias: Vec<&str> = rows.iter().map(|row| row[0].as_str()).collect();
+    assert_eq!(vias, ["rpc", "grpc", "http", "amqp"], "{rows:?}");
+    for row in &rows {
+        assert_eq!((row[1].as_str(), row[2].as_str()), ("3", "0"), "{row:?}");
+        for cell in &row[3..] {
+            let ms: f64 = cell.parse().unwrap_or_else(|_| panic!("{row:?}"));
+            assert!(ms > 0.0 && ms < 30_000.0, "{row:?}");
+        }
+    }
+    let bars = browser
+        .execute(
+            "return document.querySelectorAll('#compare-chart rect.bar').length;",
+            vec![],
+        )
+        .await
+        .expect("chart");
+    assert_eq!(bars, json!(8));
+
     let sent = browser
         .find(Locator::Id("payload"))
         .await

@@ -24,6 +24,7 @@ use crate::payload::{
     DownstreamStatus, DownstreamsReply, HandleReplySchema, LogGrpcBodySchema, LogPayload, LogVia,
     Reply, RequestPayload,
 };
+use crate::settings::Admin;
 use switchboard_wire::LogLimits;
 
 /// What every handler shares.
@@ -71,12 +72,9 @@ impl Document {
 struct ApiDoc;
 
 /// The routes with their documentation; `/handle` behind `rate_limit`;
-/// `/downstreams` only when `expose_downstreams` (`[admin]`), otherwise it
-/// is an unknown path like any other.
-pub fn api_router(
-    rate_limit: Option<RateLimit>,
-    expose_downstreams: bool,
-) -> OpenApiRouter<AppState> {
+/// `/downstreams` and `/logs` only when `[admin]` exposes them, otherwise
+/// they are unknown paths like any other.
+pub fn api_router(rate_limit: Option<RateLimit>, admin: &Admin) -> OpenApiRouter<AppState> {
     let (schemas, paths, handle_route) = routes!(handle);
     let handle_route = match rate_limit {
         Some(layer) => handle_route.layer(layer),
@@ -88,17 +86,26 @@ pub fn api_router(
         .routes((schemas, paths, handle_route))
         .routes(routes!(log_grpc))
         .routes(routes!(openapi_json));
-    if expose_downstreams {
+    let router = if admin.expose_downstreams {
         router.routes(routes!(downstreams))
+    } else {
+        router
+    };
+    if admin.expose_logs {
+        router.routes(routes!(recent_logs))
     } else {
         router
     }
 }
 
 /// The OpenAPI document of the broker's API, with every route it can serve
-/// (`/downstreams` included).
+/// (`/downstreams` and `/logs` included).
 pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    api_router(None, true).into_openapi()
+    let everything = Admin {
+        expose_downstreams: true,
+        expose_logs: true,
+    };
+    api_router(None, &everything).into_openapi()
 }
 
 /// The broker answers (the original's "Hit the broker").
@@ -255,6 +262,68 @@ async fn downstreams(State(state): State<AppState>) -> Response {
     let up = statuses.iter().filter(|status| status.reachable).count();
     let message = format!("{up} of {} downstreams reachable", statuses.len());
     reply(StatusCode::OK, Envelope::ok_with(message, statuses))
+}
+
+/// How many entries `GET /logs` answers at most, and by default.
+pub const MAX_RECENT_LOGS: u32 = 50;
+const DEFAULT_RECENT_LOGS: u32 = 10;
+
+/// The query of `GET /logs`; anything else is refused.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct RecentLogsQuery {
+    /// 1 to 50 (default 10).
+    limit: Option<String>,
+}
+
+/// The logger's newest entries, newest first, read through its HTTP door:
+/// what the test page shows as events arrive. Served only with
+/// `[admin] expose_logs = true`.
+#[utoipa::path(
+    get, path = "/logs", tag = "operations",
+    params(RecentLogsQuery),
+    responses(
+        (status = 200, description = "`data`: the entries (`id`, `name`, `data`, `created_at`, `updated_at`)", body = Reply),
+        (status = 400, description = "`limit` is not a whole number from 1 to 50, or an unknown parameter", body = Reply),
+        (status = 404, description = "`[admin] expose_logs` is off (the default)", body = Reply),
+        (status = 502, description = "The logger is unreachable or failed", body = Reply),
+        (status = 504, description = "The logger did not answer in time", body = Reply),
+    )
+)]
+async fn recent_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<RecentLogsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query {
+        Err(rejection) => {
+            return ApiError::bad_request(format!("bad query string: {}", rejection.body_text()))
+                .into_response();
+        }
+        Ok(axum::extract::Query(query)) => match query.limit.as_deref() {
+            None => DEFAULT_RECENT_LOGS,
+            Some(text) => match text.parse::<u32>() {
+                Ok(limit @ 1..=MAX_RECENT_LOGS) => limit,
+                _ => {
+                    return ApiError::bad_request(format!(
+                        "limit must be a whole number from 1 to {MAX_RECENT_LOGS}, not {text:?}"
+                    ))
+                    .into_response();
+                }
+            },
+        },
+    };
+    let request_id = rt_http::request_id(&headers);
+    match state.downstreams.recent_logs(limit, request_id).await {
+        Ok(entries) => {
+            let count = entries.as_array().map_or(0, Vec::len);
+            reply(
+                StatusCode::OK,
+                Envelope::ok_with(format!("{count} newest entries"), entries),
+            )
+        }
+        Err(err) => err.into_reply(request_id).into_response(),
+    }
 }
 
 /// This document.

@@ -85,8 +85,7 @@ pub fn app(
         settings.limits.rate_burst,
         shutdown,
     );
-    let (router, document) =
-        api::api_router(rate_limit, settings.admin.expose_downstreams).split_for_parts();
+    let (router, document) = api::api_router(rate_limit, &settings.admin).split_for_parts();
     let state = api::AppState {
         downstreams: Arc::clone(&downstreams),
         default_via: settings.downstream.default_log_via,

@@ -169,6 +169,11 @@ pub struct Admin {
     /// map of the internal network. When off, the route answers 404 like any
     /// unknown path.
     pub expose_downstreams: bool,
+    /// Serve `GET /logs?limit=` (the logger's newest entries, for the test
+    /// page). Off by default for the same reason: entries are whatever the
+    /// services logged (e-mail addresses of logins among them), not for
+    /// every client of the broker. When off, the route answers 404.
+    pub expose_logs: bool,
 }
 
 /// A setting that parses but cannot work; found at start, named in the error.

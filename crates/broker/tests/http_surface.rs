@@ -94,6 +94,58 @@ async fn downstreams_is_an_unknown_path_unless_exposed() {
 }
 
 #[tokio::test]
+async fn logs_is_an_unknown_path_unless_exposed_and_checks_its_limit() {
+    let broker = LoneBroker::start(settings_with_nothing_behind()).await;
+    let response = common::client()
+        .get(format!("{}/logs", broker.base))
+        .send()
+        .await
+        .expect("GET /logs");
+    assert_eq!(response.status(), 404);
+    broker.stop().await;
+
+    let mut settings = settings_with_nothing_behind();
+    settings.admin.expose_logs = true;
+    let broker = LoneBroker::start(settings).await;
+    for (query, expected) in [
+        ("?limit=0", "limit must be a whole number from 1 to 50"),
+        ("?limit=51", "limit must be a whole number from 1 to 50"),
+        ("?limit=ten", "limit must be a whole number from 1 to 50"),
+        ("?name=secret", "bad query string"),
+    ] {
+        let response = common::client()
+            .get(format!("{}/logs{query}", broker.base))
+            .send()
+            .await
+            .expect("GET /logs");
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.expect("envelope");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(expected),
+            "{query}: {body}"
+        );
+    }
+    // Nothing behind: the logger's HTTP door is named, its address is not.
+    let response = common::client()
+        .get(format!("{}/logs?limit=5", broker.base))
+        .send()
+        .await
+        .expect("GET /logs");
+    assert_eq!(response.status(), 502);
+    let body: Value = response.json().await.expect("envelope");
+    let message = body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("logger (http) is unreachable"),
+        "{message}"
+    );
+    assert!(!message.contains("127.0.0.1"), "{message}");
+    broker.stop().await;
+}
+
+#[tokio::test]
 async fn an_unreachable_downstream_is_a_502_naming_it() {
     let broker = LoneBroker::start(settings_with_nothing_behind()).await;
     for (body, name) in [
@@ -295,9 +347,10 @@ fn committed_openapi_is_current() {
 #[tokio::test]
 async fn openapi_and_router_agree() {
     // The document lists every route the broker can serve, `/downstreams`
-    // (off by default) included.
+    // and `/logs` (off by default) included.
     let mut settings = settings_with_nothing_behind();
     settings.admin.expose_downstreams = true;
+    settings.admin.expose_logs = true;
     let broker = LoneBroker::start(settings).await;
     let served: Value = client()
         .get(format!("{}/openapi.json", broker.base))

@@ -59,7 +59,7 @@ async fn every_log_transport_lands_a_document() {
         (status, body),
         (202, json!({"error": false, "message": "logged"}))
     );
-    sent.push((wrapped, "wrapped".to_owned()));
+    sent.push((wrapped.clone(), "wrapped".to_owned()));
     let bare = unique_name("log_grpc_bare");
     let (status, _) = stack
         .post("/log-grpc", json!({"name": bare, "data": "bare"}), None)
@@ -72,6 +72,24 @@ async fn every_log_transport_lands_a_document() {
         assert_eq!(entries.len(), 1, "{name} stored once: {entries:?}");
         assert_eq!(entries[0]["data"], json!(data), "{name}");
     }
+
+    // The newest entries, read through the broker (the test page's panel).
+    let newest: Value = common::client()
+        .get(format!("{}/logs?limit=50", stack.broker))
+        .send()
+        .await
+        .expect("GET /logs")
+        .json()
+        .await
+        .expect("envelope");
+    assert_eq!(newest["error"], json!(false), "{newest}");
+    let names: Vec<&str> = newest["data"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|entry| entry["name"].as_str())
+        .collect();
+    assert!(names.contains(&wrapped.as_str()), "{names:?}");
 
     // Every hop above is counted on the broker's metrics door.
     let response = reqwest::get(format!("{}/metrics", stack.broker_metrics))

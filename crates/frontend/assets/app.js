@@ -1,6 +1,9 @@
 // Switchboard test page: each button sends one request to the broker and shows
 // the JSON sent, the JSON received and a line in Output, in red for any
 // failure (an HTTP error status, an {"error": true} reply, or no answer).
+// Below them, the system at work: every downstream's state and the newest log
+// entries (polled from the broker, where its operator exposes them), and a
+// comparison of the four log transports' latency, drawn by the page itself.
 "use strict";
 
 (function () {
@@ -162,6 +165,198 @@
     sentRequest.textContent = "";
     received.textContent = "";
     receivedStatus.textContent = "";
+  });
+
+  // --- The system at work: downstreams, newest entries, transports ---------
+
+  const SVG = "http://www.w3.org/2000/svg";
+
+  async function getJson(path) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), REQUEST_TIMEOUT_MS);
+    try {
+      const response = await fetch(brokerUrl + path, {
+        headers: { Accept: "application/json" },
+        signal: controller.signal,
+      });
+      const body = pretty(await response.text()).data;
+      return { status: response.status, body: body };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  // A panel fed by a GET the broker serves only when its operator exposes it.
+  async function refresh(path, setting, caption, fill) {
+    try {
+      const { status, body } = await getJson(path);
+      if (status === 404) {
+        caption.className = "caption";
+        caption.textContent = "not exposed by this broker ([admin] " + setting + " = false)";
+        fill(null);
+      } else if (status !== 200 || body === null || body.error) {
+        caption.className = "caption error";
+        caption.textContent = "HTTP " + status + ": " + (body && body.message ? body.message : "no JSON reply");
+      } else {
+        caption.className = "caption";
+        caption.textContent = body.message + " at " + timestamp();
+        fill(body.data || []);
+      }
+    } catch (error) {
+      caption.className = "caption error";
+      caption.textContent = "could not reach the broker: " + error.message;
+    }
+  }
+
+  const downstreamList = document.getElementById("downstreams");
+  const downstreamCaption = document.getElementById("downstreams-status");
+  function showDownstreams(statuses) {
+    downstreamList.textContent = "";
+    for (const status of statuses || []) {
+      const item = document.createElement("li");
+      item.dataset.name = status.name;
+      item.dataset.state = status.reachable ? "up" : "down";
+      item.className = status.reachable ? "up" : "down";
+      item.textContent = status.name + ": " + (status.reachable ? "reachable" : status.detail);
+      downstreamList.appendChild(item);
+    }
+  }
+
+  const logList = document.getElementById("logs");
+  const logCaption = document.getElementById("logs-status");
+  function showLogs(entries) {
+    logList.textContent = "";
+    for (const entry of entries || []) {
+      const item = document.createElement("li");
+      item.dataset.name = entry.name;
+      const time = document.createElement("span");
+      time.className = "time";
+      time.textContent = String(entry.created_at || "").replace("T", " ").replace(/\.\d+Z$/, "Z");
+      const text = document.createElement("span");
+      text.textContent = entry.name + ": " + entry.data;
+      item.append(time, text);
+      logList.appendChild(item);
+    }
+  }
+
+  function poll(task, everyMs) {
+    task();
+    setInterval(task, everyMs);
+  }
+  poll(() => refresh("/downstreams", "expose_downstreams", downstreamCaption, showDownstreams), 5000);
+  poll(() => refresh("/logs?limit=10", "expose_logs", logCaption, showLogs), 2000);
+
+  const TRANSPORTS = ["rpc", "grpc", "http", "amqp"];
+  const compareButton = document.getElementById("compareBtn");
+  const compareCount = document.getElementById("compareCount");
+  const compareRows = document.querySelector("#compare-table tbody");
+  const chart = document.getElementById("compare-chart");
+
+  function percentile(sorted, p) {
+    if (sorted.length === 0) {
+      return NaN;
+    }
+    const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
+    return sorted[rank];
+  }
+
+  async function timeTransport(via, count) {
+    const latencies = [];
+    let failed = 0;
+    for (let i = 0; i < count; i++) {
+      const body = { action: "log", log: { name: "compare-" + via, data: "request " + (i + 1), via: via } };
+      const started = performance.now();
+      try {
+        const response = await fetch(brokerUrl + "/handle", {
+          method: "POST",
+          headers: { Accept: "application/json", "Content-Type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        await response.text();
+        if (response.status === 202) {
+          latencies.push(performance.now() - started);
+        } else {
+          failed++;
+        }
+      } catch (_) {
+        failed++;
+      }
+    }
+    latencies.sort((a, b) => a - b);
+    return { via: via, requests: count, failed: failed, p50: percentile(latencies, 0.5), p99: percentile(latencies, 0.99) };
+  }
+
+  function showRow(result) {
+    const row = document.createElement("tr");
+    row.dataset.via = result.via;
+    for (const value of [result.via, result.requests, result.failed, result.p50, result.p99]) {
+      const cell = document.createElement("td");
+      cell.textContent = typeof value === "number" && !Number.isInteger(value)
+        ? (Number.isNaN(value) ? "-" : value.toFixed(1))
+        : String(value);
+      row.appendChild(cell);
+    }
+    compareRows.appendChild(row);
+  }
+
+  function svg(name, attributes, text) {
+    const element = document.createElementNS(SVG, name);
+    for (const [key, value] of Object.entries(attributes)) {
+      element.setAttribute(key, String(value));
+    }
+    if (text !== undefined) {
+      element.textContent = text;
+    }
+    return element;
+  }
+
+  // Two bars per transport, p50 and p99, on one scale: drawn here, no library.
+  function drawChart(results) {
+    chart.textContent = "";
+    const width = Number(chart.getAttribute("width"));
+    const height = Number(chart.getAttribute("height"));
+    const top = 20, bottom = 24, left = 8;
+    const slot = (width - left) / results.length;
+    const highest = Math.max(1, ...results.map((r) => (Number.isNaN(r.p99) ? 0 : r.p99)));
+    const scale = (ms) => (Number.isNaN(ms) ? 0 : (ms / highest) * (height - top - bottom));
+    results.forEach((result, index) => {
+      const x = left + index * slot;
+      for (const [offset, key] of [[0, "p50"], [1, "p99"]]) {
+        const bar = scale(result[key]);
+        chart.appendChild(svg("rect", {
+          class: "bar " + key, "data-via": result.via,
+          x: x + offset * (slot * 0.4), y: height - bottom - bar,
+          width: slot * 0.36, height: bar,
+        }));
+        chart.appendChild(svg("text", {
+          class: "value", x: x + offset * (slot * 0.4), y: height - bottom - bar - 4,
+        }, Number.isNaN(result[key]) ? "-" : result[key].toFixed(1)));
+      }
+      chart.appendChild(svg("text", { class: "axis", x: x, y: height - 6 }, result.via));
+    });
+    chart.appendChild(svg("text", { class: "legend", x: width - 170, y: 12 }, "ms: p50 (light), p99 (dark)"));
+  }
+
+  compareButton.addEventListener("click", async () => {
+    const count = Math.min(200, Math.max(1, Number(compareCount.value) || 20));
+    compareButton.disabled = true;
+    document.body.dataset.compare = "running";
+    compareRows.textContent = "";
+    chart.textContent = "";
+    setPending(1);
+    const results = [];
+    try {
+      for (const via of TRANSPORTS) {
+        const result = await timeTransport(via, count);
+        results.push(result);
+        showRow(result);
+      }
+      drawChart(results);
+    } finally {
+      compareButton.disabled = false;
+      setPending(-1);
+      document.body.dataset.compare = "done";
+    }
   });
 
   setPending(0);

@@ -90,6 +90,7 @@ pub(crate) fn service_config(
             downstream.mail_url = wiring.http(ServiceName::Mail);
             // The dev stack is for looking inside; a deployment keeps it off.
             settings.admin.expose_downstreams = true;
+            settings.admin.expose_logs = true;
             if let Some(url) = wiring.amqp_url() {
                 settings.events.amqp_url = url;
             }

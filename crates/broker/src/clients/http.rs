@@ -101,6 +101,40 @@ impl HttpClient {
             .unwrap_or_else(|_| Err(DownstreamError::timed_out(downstream, self.timeout)))
     }
 
+    /// `GET url`, within the deadline: the status and the JSON body.
+    pub async fn get_json(
+        &self,
+        downstream: Downstream,
+        url: &str,
+        request_id: Option<&str>,
+    ) -> Result<(StatusCode, serde_json::Value), DownstreamError> {
+        let mut request = self.client.get(url);
+        if let Some(id) = request_id {
+            request = request.header(REQUEST_ID_HEADER, id);
+        }
+        let call = async {
+            let response = request
+                .send()
+                .await
+                .map_err(|err| transport_error(downstream, &err))?;
+            let status = response.status();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|err| transport_error(downstream, &err))?;
+            let body = serde_json::from_slice(&bytes).map_err(|err| {
+                DownstreamError::failed(
+                    downstream,
+                    format!("answered {status} without JSON ({err})"),
+                )
+            })?;
+            Ok((status, body))
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(DownstreamError::timed_out(downstream, self.timeout)))
+    }
+
     /// `GET url` answering 2xx within `within`: the downstream is up.
     pub async fn probe(&self, url: &str, within: Duration) -> Result<(), String> {
         match tokio::time::timeout(within, self.client.get(url).send()).await {

@@ -258,6 +258,39 @@ impl Downstreams {
         stored
     }
 
+    /// The logger's newest `limit` entries (`GET /logs?limit=`), newest
+    /// first, as the logger's HTTP door answers them.
+    pub async fn recent_logs(
+        &self,
+        limit: u32,
+        request_id: Option<&str>,
+    ) -> Result<serde_json::Value, DownstreamError> {
+        let started = Instant::now();
+        let url = format!(
+            "{}?limit={limit}",
+            http::join(&self.logger_http_url, "/logs")
+        );
+        let read = match self
+            .http
+            .get_json(Downstream::LoggerHttp, &url, request_id)
+            .await
+        {
+            Ok((status, entries)) if status.is_success() && entries.is_array() => Ok(entries),
+            Ok((status, _)) => Err(DownstreamError::failed(
+                Downstream::LoggerHttp,
+                format!("GET /logs answered {status}"),
+            )),
+            Err(err) => Err(err),
+        };
+        let outcome = match &read {
+            Ok(_) => CallOutcome::ok,
+            Err(err) => call_outcome(err),
+        };
+        self.outbound
+            .record("logger", Transport::http, outcome, started.elapsed());
+        read
+    }
+
     async fn log_http(
         &self,
         entry: &LogEntry,

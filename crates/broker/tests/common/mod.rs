@@ -206,6 +206,7 @@ impl Stack {
         broker_settings.downstream.default_log_via = options.default_via;
         broker_settings.events.amqp_url = amqp_url.clone();
         broker_settings.admin.expose_downstreams = true;
+        broker_settings.admin.expose_logs = true;
         let (broker, broker_metrics, task) = start_broker(broker_settings.clone()).await;
         tasks.push(task);
 
