@@ -260,6 +260,18 @@ async fn every_button_sends_the_contract_request_and_shows_the_outcome() {
             format!("POST {broker}{path}")
         );
     }
+    // This stand-in broker serves neither /downstreams nor /logs (a 404, as
+    // a broker whose [admin] section exposes nothing): the panels say so.
+    wait_until(
+        &client,
+        "document.getElementById('logs-status').textContent.includes('expose_logs = false')",
+    )
+    .await;
+    wait_until(
+        &client,
+        "document.getElementById('downstreams-status').textContent.includes('expose_downstreams = false')",
+    )
+    .await;
     client.close().await.expect("close the session");
     frontend.stop().await;
 }
