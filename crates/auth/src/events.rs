@@ -365,7 +365,11 @@ impl Publisher {
             .collect();
         let exchange = self.settings.exchange.as_str();
         let deadline = tokio::time::Instant::now() + self.settings.publish_timeout();
-        let report = link.publish_all(exchange, &messages, deadline).await;
+        let report = self
+            .shared
+            .channel
+            .publish_all_on(link, &messages, deadline)
+            .await;
         let mut settled = vec![false; batch.len()];
         let mut refused = 0;
         for ((event, outcome), done) in batch.iter().zip(&report.outcomes).zip(&mut settled) {

@@ -18,7 +18,7 @@ use crate::throttle::Scope;
 pub enum LoginOutcome {
     /// 202: the password matched an active user.
     ok,
-    /// 400 or 401: bad input, or wrong credentials.
+    /// Any other 4xx: bad input (400), or wrong credentials (401).
     invalid,
     /// 429: refused by the throttle without a password check.
     throttled,

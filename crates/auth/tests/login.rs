@@ -101,6 +101,27 @@ async fn login_succeeds_and_publishes_a_persistent_event() {
         .expect("id")
         .to_string();
     assert_ne!(second_id, message_id);
+
+    // Both publishes confirmed, counted on the metrics door (the confirm
+    // may reach auth just after the event reached the tap).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let exposition = service.scrape().await;
+        let confirmed = switchboard_testkit::metrics::sample(
+            &exposition,
+            r#"switchboard_amqp_publishes_total{outcome="confirmed"}"#,
+        );
+        let pending =
+            switchboard_testkit::metrics::sample(&exposition, "switchboard_amqp_publishes_pending");
+        if confirmed == Some(2.0) && pending == Some(0.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two confirmed publishes never counted: {exposition}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     service.stop().await;
 }
 

@@ -76,7 +76,7 @@ struct ApiDoc;
 /// they are unknown paths like any other.
 pub fn api_router(rate_limit: Option<RateLimit>, admin: &Admin) -> OpenApiRouter<AppState> {
     let (schemas, paths, handle_route) = routes!(handle);
-    let handle_route = match rate_limit {
+    let handle_route = match rate_limit.clone() {
         Some(layer) => handle_route.layer(layer),
         None => handle_route,
     };
@@ -92,7 +92,13 @@ pub fn api_router(rate_limit: Option<RateLimit>, admin: &Admin) -> OpenApiRouter
         router
     };
     if admin.expose_logs {
-        router.routes(routes!(recent_logs))
+        // Each request is a read of the log store: limited like `/handle`.
+        let (schemas, paths, logs_route) = routes!(recent_logs);
+        let logs_route = match rate_limit {
+            Some(layer) => logs_route.layer(layer),
+            None => logs_route,
+        };
+        router.routes((schemas, paths, logs_route))
     } else {
         router
     }
@@ -306,7 +312,7 @@ async fn recent_logs(
                 Ok(limit @ 1..=MAX_RECENT_LOGS) => limit,
                 _ => {
                     return ApiError::bad_request(format!(
-                        "limit must be a whole number from 1 to {MAX_RECENT_LOGS}, not {text:?}"
+                        "limit must be a whole number from 1 to {MAX_RECENT_LOGS}"
                     ))
                     .into_response();
                 }

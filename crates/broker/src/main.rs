@@ -1,5 +1,6 @@
-//! `switchboard-broker`: reads the configuration, takes the `http` and `metrics` sockets
-//! (inherited from systemd or bound), and runs the broker until SIGTERM.
+//! `switchboard-broker`: reads the configuration, takes the `http` and
+//! `metrics` sockets (inherited from systemd or bound), and runs the broker
+//! until SIGTERM.
 
 use clap::Parser;
 use switchboard_broker::{BrokerListeners, Settings, run};

@@ -187,6 +187,12 @@ async fn answers_are_counted_by_route_on_the_metrics_door() {
             .await
             .expect(path);
     }
+    let refused = reqwest::Client::new()
+        .delete(format!("{}/static/app.js", service.base))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(refused.status(), StatusCode::METHOD_NOT_ALLOWED);
     let response = reqwest::get(format!("{}/metrics", service.metrics))
         .await
         .expect("scrape");
@@ -206,6 +212,12 @@ async fn answers_are_counted_by_route_on_the_metrics_door() {
     assert_eq!(
         count(r#"switchboard_http_requests_total{route="other",method="GET",status="404"}"#),
         Some(2.0),
+        "{exposition}"
+    );
+    // A method a route does not take is not its route's either.
+    assert_eq!(
+        count(r#"switchboard_http_requests_total{route="other",method="DELETE",status="405"}"#),
+        Some(1.0),
         "{exposition}"
     );
     assert_eq!(

@@ -31,8 +31,9 @@ impl Collector for Deliveries {
         let counts = self.stats.counts();
         let deliveries = encoder.encode_descriptor(
             "switchboard_listener_deliveries",
-            "Deliveries settled, by outcome (stored: acked after the logger stored it; \
-             retried: requeued; dead_lettered)",
+            "Attempts to store deliveries, by outcome (stored: acked after the logger stored \
+             it; retried: the logger could not store it this time, so it was requeued or, as \
+             the breaker's probe, held for the next probe; dead_lettered)",
             None,
             prometheus_client::metrics::MetricType::Counter,
         )?;

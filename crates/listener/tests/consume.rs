@@ -55,8 +55,20 @@ async fn events_with_each_routing_key_are_stored(via: LoggerVia) {
     assert_eq!(ready_messages(&amqp_url, "logs.dead").await, Some(0));
 
     // The metrics door: three stored, none in flight, the breaker closed,
-    // and three calls to the logger over the configured transport.
-    let exposition = listener.scrape().await;
+    // and three calls to the logger over the configured transport. A
+    // delivery is counted once the logger answered, which may be after its
+    // document is readable: wait for the count.
+    let exposition = wait_for("three stored deliveries counted", PATIENCE, || async {
+        let exposition = listener.scrape().await;
+        (metrics::sample(
+            &exposition,
+            r#"switchboard_listener_deliveries_total{outcome="stored"}"#,
+        ) == Some(3.0)
+            && metrics::sample(&exposition, "switchboard_listener_deliveries_in_flight")
+                == Some(0.0))
+        .then_some(exposition)
+    })
+    .await;
     let count = |series: &str| metrics::sample(&exposition, series);
     assert_eq!(
         count(r#"switchboard_listener_deliveries_total{outcome="stored"}"#),
@@ -290,15 +302,17 @@ async fn malformed_messages_are_dead_lettered_at_once() {
     }
     assert_eq!(store.count(doc! { "name": "big" }).await, 0);
     assert_eq!(store.count(doc! { "data": "empty name" }).await, 0);
-    let exposition = listener.scrape().await;
-    assert_eq!(
-        metrics::sample(
+    // Dead-lettered is counted after the dead letter's confirm.
+    let dead_lettered = wait_for("the dead letters counted", PATIENCE, || async {
+        let exposition = listener.scrape().await;
+        let count = metrics::sample(
             &exposition,
-            r#"switchboard_listener_deliveries_total{outcome="dead_lettered"}"#
-        ),
-        Some(malformed.len() as f64),
-        "{exposition}"
-    );
+            r#"switchboard_listener_deliveries_total{outcome="dead_lettered"}"#,
+        );
+        (count == Some(malformed.len() as f64)).then_some(count)
+    })
+    .await;
+    assert_eq!(dead_lettered, Some(malformed.len() as f64));
     publisher.close().await;
     listener.stop().await.expect("clean stop");
     logger.stop().await;

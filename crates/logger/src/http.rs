@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -184,8 +184,17 @@ fn next_link(query: &RecentQuery, next: &Cursor) -> String {
 
 async fn one_log(
     State(door): State<Door>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> (Extension<RouteTemplate>, Result<Response, ApiError>) {
+    // The template, not the id, is the metrics' label, on every answer.
+    let template = Extension(RouteTemplate("/logs/{id}"));
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(rejection) => {
+            let refused = ApiError::bad_request(format!("bad entry id: {}", rejection.body_text()));
+            return (template, Err(refused));
+        }
+    };
     let started = Instant::now();
     let found = door.store.get(&id).await;
     door.ingest.metrics().read(started.elapsed());
@@ -194,8 +203,7 @@ async fn one_log(
         Ok(None) => Err(ApiError::not_found(format!("no log entry with id {id:?}"))),
         Err(err) => Err(err),
     };
-    // The template, not the id, is the metrics' label.
-    (Extension(RouteTemplate("/logs/{id}")), answer)
+    (template, answer)
 }
 
 #[cfg(test)]

@@ -95,15 +95,21 @@ where
             path = %request.uri().path(),
             request_id = %id.to_str().unwrap_or("-"),
         );
-        let started = Instant::now();
-        // Both are reference-counted: kept for the metrics at no allocation.
-        let (method, uri) = (request.method().clone(), request.uri().clone());
-        let metrics = self.metrics.clone();
+        // The method and URI are reference-counted: kept for the metrics at
+        // no allocation.
+        let mut counted = Counted {
+            metrics: self.metrics.clone(),
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            started: Instant::now(),
+            answered: false,
+        };
+        let started = counted.started;
         let answer = span.in_scope(|| self.inner.call(request));
         Box::pin(
             async move {
                 let Ok(mut response) = answer.await;
-                metrics.record(&method, uri.path(), &response, started.elapsed());
+                counted.answered(&response);
                 // The line tower-http's trace layer wrote, so the journal
                 // reads as before.
                 tracing::info!(
@@ -116,6 +122,40 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+/// A request on its way through [`Edge`], counted once it is answered, or,
+/// when it is dropped unanswered, as a `503`: what the request deadline
+/// ([`Deadline`], outside the edge) answers then. (A client that went away
+/// drops its request too and is counted the same.)
+struct Counted {
+    metrics: HttpMetrics,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    started: Instant,
+    answered: bool,
+}
+
+impl Counted {
+    fn answered(&mut self, response: &Response) {
+        self.answered = true;
+        self.metrics.record(
+            &self.method,
+            self.uri.path(),
+            response,
+            self.started.elapsed(),
+        );
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if !self.answered {
+            let mut timed_out = Response::new(Body::empty());
+            *timed_out.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            self.answered(&timed_out);
+        }
     }
 }
 

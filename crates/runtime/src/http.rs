@@ -233,10 +233,15 @@ where
             response
         })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(
+            // A route's path with another method: under a route with
+            // parameters the path is the client's, so not a label either.
+            let mut response = ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method not allowed on this endpoint",
             )
+            .into_response();
+            response.extensions_mut().insert(Unrouted);
+            response
         });
     let edge = tower::ServiceBuilder::new()
         .layer(crate::edge::EdgeLayer::new(metrics.http().clone()))

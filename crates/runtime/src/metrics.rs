@@ -54,6 +54,10 @@ pub fn latency_histogram() -> Histogram {
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
     http: HttpMetrics,
+    // Registered on first use and shared after: a family registered twice
+    // would be exposed twice, and Prometheus rejects such a scrape.
+    outbound: Arc<OnceLock<Outbound>>,
+    publishes: Arc<OnceLock<PublishMetrics>>,
 }
 
 impl Default for Metrics {
@@ -83,6 +87,8 @@ impl Metrics {
         Self {
             registry: Arc::new(RwLock::new(registry)),
             http,
+            outbound: Arc::default(),
+            publishes: Arc::default(),
         }
     }
 
@@ -109,6 +115,12 @@ impl Metrics {
 
     /// The families of calls to downstreams, registered once per registry.
     pub fn outbound(&self) -> Outbound {
+        self.outbound
+            .get_or_init(|| self.register_outbound())
+            .clone()
+    }
+
+    fn register_outbound(&self) -> Outbound {
         let mut registry = self.write();
         let outbound = Outbound::default();
         registry.register(
@@ -128,6 +140,12 @@ impl Metrics {
 
     /// The families of a confirming AMQP publisher, registered once per registry.
     pub fn amqp_publishes(&self) -> PublishMetrics {
+        self.publishes
+            .get_or_init(|| self.register_publishes())
+            .clone()
+    }
+
+    fn register_publishes(&self) -> PublishMetrics {
         let publishes = PublishMetrics {
             pending: Gauge::default(),
             confirm: latency_histogram(),
@@ -202,8 +220,9 @@ impl Default for HttpMetrics {
     }
 }
 
-/// Put on the answer of a router's fallback: the path matched no route, so
-/// it must not become a label (anyone could mint one per request).
+/// Put on the answer of a router's fallbacks (no route for the path, or not
+/// for the method): the path must not become a label (anyone could mint one
+/// per request).
 #[derive(Debug, Clone, Copy)]
 pub struct Unrouted;
 
@@ -407,7 +426,8 @@ pub enum PublishOutcome {
     confirmed,
     /// RabbitMQ did not take it: no queue is bound (returned) or it nacked.
     refused,
-    /// No connection, or the connection failed under the publish.
+    /// No connection, the connection failed under the publish, or no
+    /// confirm came before the caller's deadline.
     failed,
 }
 
@@ -425,6 +445,7 @@ pub struct PublishMetrics {
 pub struct PendingPublish {
     metrics: PublishMetrics,
     started: std::time::Instant,
+    finished: bool,
 }
 
 impl PublishMetrics {
@@ -434,13 +455,19 @@ impl PublishMetrics {
         PendingPublish {
             metrics: self.clone(),
             started: std::time::Instant::now(),
+            finished: false,
         }
     }
 }
 
 impl PendingPublish {
     /// The publish ended with `outcome`.
-    pub fn finish(self, outcome: PublishOutcome) {
+    pub fn finish(mut self, outcome: PublishOutcome) {
+        self.count(outcome);
+    }
+
+    fn count(&mut self, outcome: PublishOutcome) {
+        self.finished = true;
         if outcome == PublishOutcome::confirmed {
             self.metrics
                 .confirm
@@ -453,8 +480,12 @@ impl PendingPublish {
     }
 }
 
+/// A publish whose caller gave up (its deadline dropped it) is a failure.
 impl Drop for PendingPublish {
     fn drop(&mut self) {
+        if !self.finished {
+            self.count(PublishOutcome::failed);
+        }
         self.metrics.pending.dec();
     }
 }
@@ -712,5 +743,80 @@ mod tests {
             assert!(refused, "the door at {addr} still accepts (close: {close})");
         }
         assert!(spawn_door(None, &metrics).is_none());
+    }
+
+    #[test]
+    fn families_register_once_and_an_abandoned_publish_is_a_failure() {
+        let metrics = Metrics::new();
+        let (first, second) = (metrics.outbound(), metrics.outbound());
+        for outbound in [first, second] {
+            outbound.record(
+                "logger",
+                Transport::rpc,
+                CallOutcome::ok,
+                Duration::from_millis(1),
+            );
+        }
+        let publishes = metrics.amqp_publishes();
+        let _ = metrics.amqp_publishes();
+        publishes.start().finish(PublishOutcome::confirmed);
+        drop(publishes.start());
+        let text = metrics.render();
+        for family in [
+            "# TYPE switchboard_outbound_calls_total counter",
+            "# TYPE switchboard_amqp_publishes_total counter",
+        ] {
+            assert_eq!(text.matches(family).count(), 1, "{family} in\n{text}");
+        }
+        for expected in [
+            r#"switchboard_outbound_calls_total{downstream="logger",transport="rpc",outcome="ok"} 2"#,
+            r#"switchboard_amqp_publishes_total{outcome="confirmed"} 1"#,
+            r#"switchboard_amqp_publishes_total{outcome="failed"} 1"#,
+            "switchboard_amqp_publishes_pending 0",
+            "switchboard_amqp_publish_confirm_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_the_deadline_drops_is_counted_as_its_503() {
+        let metrics = Metrics::new();
+        let router = crate::http::standard_service(
+            Router::new().route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            ),
+            crate::http::always_ready(),
+            1024,
+            &metrics,
+        );
+        let limits = crate::HttpLimits {
+            request_timeout_ms: 100,
+            ..crate::HttpLimits::default()
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = Shutdown::new();
+        let server = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { crate::service::serve_http_with(listener, router, shutdown, &limits).await }
+        });
+        let response = reqwest::get(format!("http://{addr}/slow"))
+            .await
+            .expect("send");
+        assert_eq!(response.status(), 503);
+        assert!(
+            metrics.render().contains(
+                r#"switchboard_http_requests_total{route="/slow",method="GET",status="503"} 1"#
+            ),
+            "{}",
+            metrics.render()
+        );
+        shutdown.trigger();
+        server.await.expect("join").expect("serve");
     }
 }

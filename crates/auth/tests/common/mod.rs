@@ -94,6 +94,16 @@ impl TestService {
         UserStore::connect_lazy(&self.settings.database).expect("store")
     }
 
+    /// The metrics door's exposition, as Prometheus would scrape it.
+    pub async fn scrape(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.metrics))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("exposition")
+    }
+
     pub async fn login(&self, body: &str) -> (u16, serde_json::Value) {
         login(&self.base, body, None).await
     }

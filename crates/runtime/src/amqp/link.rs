@@ -440,6 +440,29 @@ impl ConfirmChannel {
         published
     }
 
+    /// [`Link::publish_all`] on `link` (one of this channel's), each
+    /// message counted in the channel's metrics like [`Self::publish`]'s.
+    pub async fn publish_all_on(
+        &self,
+        link: &Link,
+        messages: &[Message<'_>],
+        deadline: Instant,
+    ) -> Batch {
+        let pending: Vec<_> = match &self.metrics {
+            Some(metrics) => messages.iter().map(|_| metrics.start()).collect(),
+            None => Vec::new(),
+        };
+        let batch = link.publish_all(&self.exchange, messages, deadline).await;
+        for (pending, outcome) in pending.into_iter().zip(&batch.outcomes) {
+            pending.finish(match outcome {
+                Some(Outcome::Confirmed) => PublishOutcome::confirmed,
+                Some(Outcome::Unroutable { .. } | Outcome::Refused) => PublishOutcome::refused,
+                None => PublishOutcome::failed,
+            });
+        }
+        batch
+    }
+
     async fn publish_uncounted(&self, message: &Message<'_>) -> Result<Outcome, LinkError> {
         let link = self.link().ok_or(LinkError::NotConnected)?;
         if !link.channel.status().connected() {
