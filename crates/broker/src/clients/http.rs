@@ -19,6 +19,11 @@ pub struct HttpClient {
     timeout: Duration,
 }
 
+/// The most a read the broker passes on (`GET /logs`) may bring back: a
+/// page of 50 entries of the logger's largest size, JSON-escaped, could be
+/// megabytes, and the broker holds it whole before it answers.
+pub const MAX_READ_BYTES: usize = 4 * 1024 * 1024;
+
 /// The header that tells auth who the broker's client is (auth believes it
 /// from the addresses in its `throttle.trusted_proxies`).
 pub const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
@@ -101,7 +106,8 @@ impl HttpClient {
             .unwrap_or_else(|_| Err(DownstreamError::timed_out(downstream, self.timeout)))
     }
 
-    /// `GET url`, within the deadline: the status and the JSON body.
+    /// `GET url`, within the deadline: the status and the JSON body, which
+    /// must stay within [`MAX_READ_BYTES`].
     pub async fn get_json(
         &self,
         downstream: Downstream,
@@ -113,15 +119,25 @@ impl HttpClient {
             request = request.header(REQUEST_ID_HEADER, id);
         }
         let call = async {
-            let response = request
+            let mut response = request
                 .send()
                 .await
                 .map_err(|err| transport_error(downstream, &err))?;
             let status = response.status();
-            let bytes = response
-                .bytes()
+            let mut bytes = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|err| transport_error(downstream, &err))?;
+                .map_err(|err| transport_error(downstream, &err))?
+            {
+                if bytes.len() + chunk.len() > MAX_READ_BYTES {
+                    return Err(DownstreamError::failed(
+                        downstream,
+                        format!("answered more than {MAX_READ_BYTES} bytes"),
+                    ));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             let body = serde_json::from_slice(&bytes).map_err(|err| {
                 DownstreamError::failed(
                     downstream,
@@ -190,6 +206,38 @@ pub fn join(base: &str, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_read_larger_than_the_cap_is_a_failure_not_a_buffer() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            // The request's head first: a reply before it confuses the client.
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = format!("[\"{}\"]", "x".repeat(MAX_READ_BYTES));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes()).await;
+            let _ = stream.write_all(body.as_bytes()).await;
+        });
+        let client = HttpClient::new(Duration::from_secs(5)).expect("client");
+        let err = client
+            .get_json(Downstream::LoggerHttp, &format!("http://{addr}/logs"), None)
+            .await
+            .expect_err("too large");
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
 
     #[test]
     fn join_handles_trailing_slashes() {
