@@ -616,6 +616,22 @@ def main():
         found = wait_for("a journal entry with REQUEST_ID", entries, timeout=5)
         assert found[0].get("_SYSTEMD_UNIT") == unit("broker"), found[0]
 
+    with check("journald: one login is one trace, TRACE_ID in the broker's and auth's entries",
+               [unit("broker"), unit("auth")]):
+        trace_id = uuid.uuid4().hex
+        status, body, _ = request("POST", PORTS["broker"], "/handle",
+                                  {"action": "auth",
+                                   "auth": {"email": DEV_USER[0], "password": DEV_USER[1]}},
+                                  {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+        expect(status, body, 202, "login with a traceparent")
+
+        def traced_units():
+            out = run("journalctl", "--no-pager", "-o", "json", f"TRACE_ID={trace_id}").stdout
+            units = {json.loads(line).get("_SYSTEMD_UNIT") for line in out.splitlines() if line.strip()}
+            return units if {unit("broker"), unit("auth")} <= units else None
+
+        wait_for("journal entries of both units with TRACE_ID", traced_units, timeout=5)
+
     # --- metrics doors ---------------------------------------------------------------
     for service in SERVICES:
         with check(f"{service}: metrics door answers GET /metrics with {METRICS_PROBE}",

@@ -28,6 +28,7 @@ use switchboard_runtime::amqp::{
 };
 use switchboard_runtime::backoff::Backoff;
 use switchboard_runtime::metrics::Metrics;
+use switchboard_runtime::telemetry::{self, SpanKind};
 use time::OffsetDateTime;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -61,6 +62,9 @@ pub struct LoginEvent {
     pub email: String,
     /// The `x-request-id` of the login request.
     pub request_id: Option<String>,
+    /// The login request's `traceparent`: the event is published later, by
+    /// the publisher task, and continues the login's trace there.
+    pub traceparent: Option<String>,
     pub occurred_at: OffsetDateTime,
 }
 
@@ -77,6 +81,7 @@ impl LoginEvent {
             message_id: Uuid::new_v4(),
             email: email.as_str().to_owned(),
             request_id,
+            traceparent: telemetry::traceparent(),
             occurred_at: OffsetDateTime::now_utc(),
         }
     }
@@ -97,8 +102,18 @@ impl LoginEvent {
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
-    fn properties(&self) -> BasicProperties {
+    /// The span of this event's publish, from publishing to RabbitMQ's
+    /// confirm, in the login's trace (a disabled span while traces are off).
+    fn publish_span(&self) -> tracing::Span {
+        let span = telemetry::call_span("rabbitmq", "amqp", SpanKind::Producer);
+        telemetry::adopt_traceparent(&span, self.traceparent.as_deref());
+        span
+    }
+
+    /// The message's properties; the headers carry `span`'s trace context.
+    fn properties(&self, span: &tracing::Span) -> BasicProperties {
         let mut headers = FieldTable::default();
+        switchboard_runtime::amqp::trace::inject_span(span, &mut headers);
         if let Some(id) = &self.request_id {
             headers.insert(
                 REQUEST_ID_HEADER.into(),
@@ -354,13 +369,17 @@ impl Publisher {
     async fn publish_batch(&self, link: &Link) -> BatchOutcome {
         let batch: Vec<LoginEvent> = self.shared.pending().iter().take(BATCH).cloned().collect();
         let bodies: Vec<Vec<u8>> = batch.iter().map(LoginEvent::body).collect();
+        // Dropped when the batch's outcomes are in: each event's span lasts
+        // until its confirm.
+        let spans: Vec<tracing::Span> = batch.iter().map(LoginEvent::publish_span).collect();
         let messages: Vec<Message<'_>> = batch
             .iter()
             .zip(&bodies)
-            .map(|(event, body)| Message {
+            .zip(&spans)
+            .map(|((event, body), span)| Message {
                 routing_key: ROUTING_KEY,
                 body,
-                properties: event.properties(),
+                properties: event.properties(span),
             })
             .collect();
         let exchange = self.settings.exchange.as_str();
@@ -470,7 +489,7 @@ mod tests {
             body,
             serde_json::json!({"name": "authentication", "data": "admin@example.com logged in"})
         );
-        let properties = event.properties();
+        let properties = event.properties(&tracing::Span::none());
         assert_eq!(properties.delivery_mode(), &Some(2));
         assert_eq!(
             properties.content_type().as_ref().map(|s| s.as_str()),

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use switchboard_runtime::metrics::Held;
+use switchboard_runtime::telemetry::{self, SpanKind};
 
 use crate::domain::Password;
 use crate::metrics::AuthMetrics;
@@ -220,7 +221,16 @@ impl PasswordHasher {
             }
             done
         });
-        Ok(task.await?)
+        let span = || {
+            let span = tracing::info_span!(
+                "bcrypt",
+                otel.kind = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+            );
+            telemetry::describe(&span, SpanKind::Internal, format_args!("bcrypt"));
+            span
+        };
+        Ok(telemetry::traced(span, task).await?)
     }
 }
 

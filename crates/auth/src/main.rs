@@ -71,7 +71,7 @@ async fn administer(config: &ConfigArg, command: Command) -> ExitCode {
     let mut log = settings.runtime.clone();
     log.log_filter = "warn".to_owned();
     log.log_target = LogTarget::Stderr;
-    switchboard_runtime::telemetry::init("switchboard-auth", &log);
+    switchboard_runtime::telemetry::init_logs("switchboard-auth", &log);
     let stdout = std::io::stdout();
     let result = match command {
         Command::User(UserCommand::Add(args)) => {

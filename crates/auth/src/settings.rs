@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::service::ServiceSettings;
-use switchboard_runtime::{HttpLimits, RuntimeSettings};
+use switchboard_runtime::{HttpLimits, RuntimeSettings, TelemetrySettings};
 
 /// The bcrypt costs the `bcrypt` crate accepts.
 pub const BCRYPT_COSTS: std::ops::RangeInclusive<u32> = 4..=31;
 
 /// Everything `switchboard-auth` can be configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Address to bind when no socket of that name is passed in.
@@ -32,11 +32,17 @@ pub struct Settings {
     pub http: HttpLimits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
+    /// Where traces go (none by default).
+    pub telemetry: TelemetrySettings,
 }
 
 impl ServiceSettings for Settings {
     fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

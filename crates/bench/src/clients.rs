@@ -179,7 +179,7 @@ impl RpcWorker {
 
 impl Worker for RpcWorker {
     async fn call(&mut self, seq: u64) -> Result<(), String> {
-        let ctx = switchboard_wire::rpc::context(None, Duration::from_secs(10));
+        let ctx = switchboard_wire::rpc::context(Duration::from_secs(10));
         match self
             .client
             .log_info(ctx, self.prefix.to_string(), format!("bench rpc {seq}"))

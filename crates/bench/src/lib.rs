@@ -3,6 +3,7 @@
 
 pub mod ceilings;
 pub mod clients;
+mod cost;
 pub mod cpu;
 pub mod load;
 pub mod report;

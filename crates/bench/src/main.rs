@@ -22,6 +22,8 @@ enum Command {
     /// Start the stack and run every scenario (or those named with --only).
     All(RunArgs),
     /// A few hundred requests per scenario: proves every scenario works (CI).
+    /// The cost group (a stack per configuration) runs only when `--only`
+    /// names it, e.g. `--only cost`.
     Smoke(RunArgs),
     /// Internal: the bare axum handler the HTTP ceiling is measured on.
     #[command(hide = true)]
@@ -69,6 +71,11 @@ struct RunArgs {
     /// (seeded with insert_many, cumulatively), e.g. `10000,100000,1000000`.
     #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
     read_sizes: Vec<u64>,
+    /// The `telemetry.sample_ratio`s the cost group measures besides every
+    /// request traced (rows `cost-*-traced-<n>pct`); 0 is tracing on with
+    /// nothing sampled, its fixed cost.
+    #[arg(long, value_delimiter = ',', default_value = "0.1,0.01,0", value_parser = parse_ratio)]
+    cost_sample_ratios: Vec<f64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -109,6 +116,19 @@ fn options(args: &RunArgs, smoke: bool) -> SuiteOptions {
         } else {
             args.read_sizes.clone()
         },
+        // A smoke run proves the scenarios work; the cost group only adds
+        // configurations (a stack start each) and runs when named.
+        cost_group: !smoke,
+        cost_sample_ratios: args.cost_sample_ratios.clone(),
+    }
+}
+
+fn parse_ratio(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!(
+            "{text:?}: expected a sample ratio from 0 to 1, e.g. 0.05"
+        )),
     }
 }
 

@@ -11,11 +11,11 @@ use anyhow::{Context as _, anyhow};
 use switchboard_stack::{ServiceName, Stack, StackOptions};
 use switchboard_testkit::{FerretBackend, MongoDb, MongoKind};
 
-use crate::ceilings;
 use crate::cpu::{CpuMeter, Tracked};
 use crate::load::LoadSpec;
 use crate::report::{Machine, Report, Row};
 use crate::scenarios::{self, BROKER_VIAS, LOGGER_DOORS, Targets};
+use crate::{ceilings, cost};
 
 /// What to run and how hard.
 #[derive(Debug, Clone)]
@@ -35,6 +35,11 @@ pub struct SuiteOptions {
     /// Collection sizes `logger-read` is measured at, ascending; the first
     /// is also what the `store-*-read` rows seed.
     pub read_sizes: Vec<u64>,
+    /// Run the `cost-*` rows (a stack per configuration, see the `cost`
+    /// module) without `only` naming them; `only` selects them either way.
+    pub cost_group: bool,
+    /// The `telemetry.sample_ratio`s measured besides 1.0 (`cost-*-traced-<n>pct`).
+    pub cost_sample_ratios: Vec<f64>,
 }
 
 impl SuiteOptions {
@@ -42,6 +47,15 @@ impl SuiteOptions {
         self.only
             .as_ref()
             .is_none_or(|only| only.iter().any(|name| scenario.starts_with(name.as_str())))
+    }
+
+    /// [`SuiteOptions::wants`] for the cost group, which only runs by
+    /// default when `cost_group` is set.
+    pub(crate) fn wants_cost(&self, scenario: &str) -> bool {
+        match &self.only {
+            Some(_) => self.wants(scenario),
+            None => self.cost_group,
+        }
     }
 }
 
@@ -54,7 +68,7 @@ const SERVICES: [ServiceName; 6] = [
     ServiceName::Frontend,
 ];
 
-fn stack_options(options: &SuiteOptions) -> StackOptions {
+pub(crate) fn stack_options(options: &SuiteOptions) -> StackOptions {
     // Durable like a production store: a temporary stack's PostgreSQL would
     // otherwise skip fsync, and every log path would look faster than it is.
     let mut stack = StackOptions::temporary()
@@ -86,7 +100,7 @@ fn stack_options(options: &SuiteOptions) -> StackOptions {
     stack
 }
 
-fn targets(stack: &Stack) -> anyhow::Result<Targets> {
+pub(crate) fn targets(stack: &Stack) -> anyhow::Result<Targets> {
     let addr = |service, socket| {
         stack
             .socket_addr(service, socket)
@@ -109,7 +123,7 @@ fn targets(stack: &Stack) -> anyhow::Result<Targets> {
 
 /// Every process whose CPU a scenario is charged with: the load generator
 /// (this process), the six services and the dependency servers.
-fn tracked(stack: &Stack) -> Vec<Tracked> {
+pub(crate) fn tracked(stack: &Stack) -> Vec<Tracked> {
     let mut tracked = vec![Tracked {
         label: "load generator".into(),
         pid: std::process::id(),
@@ -641,45 +655,28 @@ fn amqp_rows(
     vec![row, sustained]
 }
 
-/// Runs the suite and returns the report.
+/// Runs the suite and returns the report: the stack's rows, then the cost
+/// group's (stacks of their own, one at a time, after the main one stopped).
 pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
-    eprintln!("bench: starting the stack (dependency servers and six services) on loopback…");
-    let stack_started = Instant::now();
-    let stack_opts = stack_options(&options);
-    let stack = tokio::task::spawn_blocking(move || Stack::start(stack_opts))
-        .await?
-        .context("start the stack")?;
-    eprintln!(
-        "bench: stack up in {:.1} s",
-        stack_started.elapsed().as_secs_f64()
-    );
-    let targets = targets(&stack)?;
-    let store = stack.mongodb_kind().unwrap_or("unknown").to_owned();
     let mut report = Report {
-        machine: Machine::detect(&store),
+        machine: Machine::detect("unknown"),
         rows: Vec::new(),
     };
-    let idle_rss = rss_notes(&stack, "idle after start");
     let threads = report.machine.cpus;
-    for scenario in table(&options, threads) {
-        if options.wants(&scenario.name) {
-            eprintln!("bench: {}…", scenario.name);
-            let rows = measure(&scenario, &options, &stack, &targets).await?;
-            report.rows.extend(rows);
+    let main_wanted = options.wants("footprint")
+        || table(&options, threads)
+            .iter()
+            .any(|scenario| options.wants(&scenario.name));
+    if main_wanted {
+        report.machine.store = run_main(&options, &mut report.rows, threads).await?;
+    }
+    if cost::wanted(&options) {
+        let outcome = cost::run(&options).await?;
+        report.rows.extend(outcome.rows);
+        if !main_wanted && let Some(store) = outcome.store {
+            report.machine.store = store;
         }
     }
-
-    if options.wants("footprint") {
-        eprintln!("bench: footprint…");
-        let mut notes = idle_rss;
-        notes.extend(rss_notes(&stack, "after the load"));
-        match lazy_start(&options).await {
-            Ok(lazy) => notes.extend(lazy),
-            Err(err) => notes.push(format!("lazy start not measured: {err:#}")),
-        }
-        report.rows.push(Row::facts("footprint", notes));
-    }
-    tokio::task::spawn_blocking(move || stack.stop()).await?;
 
     for (scenario, ceiling) in [
         ("broker-hit", "ceiling-http"),
@@ -703,4 +700,45 @@ pub async fn run(options: SuiteOptions) -> anyhow::Result<Report> {
         report.note_ratio(scenario, reference);
     }
     Ok(report)
+}
+
+/// The stack of every service: the ceilings, the paths and the footprint.
+/// Returns the store it ran.
+async fn run_main(
+    options: &SuiteOptions,
+    rows: &mut Vec<Row>,
+    threads: usize,
+) -> anyhow::Result<String> {
+    eprintln!("bench: starting the stack (dependency servers and six services) on loopback…");
+    let stack_started = Instant::now();
+    let stack_opts = stack_options(options);
+    let stack = tokio::task::spawn_blocking(move || Stack::start(stack_opts))
+        .await?
+        .context("start the stack")?;
+    eprintln!(
+        "bench: stack up in {:.1} s",
+        stack_started.elapsed().as_secs_f64()
+    );
+    let targets = targets(&stack)?;
+    let store = stack.mongodb_kind().unwrap_or("unknown").to_owned();
+    let idle_rss = rss_notes(&stack, "idle after start");
+    for scenario in table(options, threads) {
+        if options.wants(&scenario.name) {
+            eprintln!("bench: {}…", scenario.name);
+            rows.extend(measure(&scenario, options, &stack, &targets).await?);
+        }
+    }
+
+    if options.wants("footprint") {
+        eprintln!("bench: footprint…");
+        let mut notes = idle_rss;
+        notes.extend(rss_notes(&stack, "after the load"));
+        match lazy_start(options).await {
+            Ok(lazy) => notes.extend(lazy),
+            Err(err) => notes.push(format!("lazy start not measured: {err:#}")),
+        }
+        rows.push(Row::facts("footprint", notes));
+    }
+    tokio::task::spawn_blocking(move || stack.stop()).await?;
+    Ok(store)
 }

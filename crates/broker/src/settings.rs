@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::{HttpLimits, RuntimeSettings};
+use switchboard_runtime::{HttpLimits, RuntimeSettings, TelemetrySettings};
 use switchboard_wire::LogLimits;
 
 use crate::payload::LogVia;
@@ -29,11 +29,17 @@ pub struct Settings {
     pub http: HttpLimits,
     /// Settings every service has (shutdown drain, logging).
     pub runtime: RuntimeSettings,
+    /// Where traces go (none by default).
+    pub telemetry: TelemetrySettings,
 }
 
 impl switchboard_runtime::service::ServiceSettings for Settings {
     fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::service::ServiceSettings;
-use switchboard_runtime::{HttpLimits, RuntimeSettings};
+use switchboard_runtime::{HttpLimits, RuntimeSettings, TelemetrySettings};
 
 /// Everything `switchboard-frontend` can be configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Addresses to bind when no socket is passed in.
@@ -19,11 +19,17 @@ pub struct Settings {
     pub http: HttpLimits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
+    /// Where traces go (none by default).
+    pub telemetry: TelemetrySettings,
 }
 
 impl ServiceSettings for Settings {
     fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

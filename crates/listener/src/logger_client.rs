@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::metrics::{CallOutcome, Metrics, Outbound, Transport};
+use switchboard_runtime::telemetry::{self, SpanKind};
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::{BatchedEntry, RpcConnection, RpcError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument as _;
 
 use crate::settings::{Logger, LoggerVia};
 
@@ -129,20 +131,28 @@ impl LoggerClient {
         request_id: Option<&str>,
     ) -> Result<(), ForwardError> {
         let started = Instant::now();
-        let (transport, forwarded) = match &*self.door {
-            Door::Rpc(connection) => (
-                Transport::rpc,
-                forward_rpc(connection, entry, request_id, self.timeout).await,
-            ),
-            Door::BatchedRpc(queue) => (
-                Transport::rpc,
-                forward_batched(queue, entry, request_id).await,
-            ),
-            Door::Http { client, log_url } => (
-                Transport::http,
-                forward_http(client, log_url, entry, request_id).await,
-            ),
+        let (transport, kind) = match &*self.door {
+            // tarpc's client span is the call itself.
+            Door::Rpc(_) | Door::BatchedRpc(_) => (Transport::rpc, SpanKind::Internal),
+            Door::Http { .. } => (Transport::http, SpanKind::Client),
         };
+        let span = telemetry::call_span("logger", transport.as_str(), kind);
+        let forwarded = async {
+            match &*self.door {
+                Door::Rpc(connection) => {
+                    forward_rpc(connection, entry, request_id, self.timeout).await
+                }
+                Door::BatchedRpc(queue) => forward_batched(queue, entry, request_id).await,
+                Door::Http { client, log_url } => {
+                    forward_http(client, log_url, entry, request_id).await
+                }
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(err) = &forwarded {
+            telemetry::failed(&span, err);
+        }
         let outcome = match &forwarded {
             Ok(()) => CallOutcome::ok,
             Err(ForwardError::Refused(_) | ForwardError::Conflict(_)) => CallOutcome::refused,
@@ -160,14 +170,23 @@ async fn forward_rpc(
     request_id: Option<&str>,
     timeout: Duration,
 ) -> Result<(), ForwardError> {
-    let entry = entry.clone();
+    // A batch of one, which carries the request id (tarpc's context carries
+    // the trace).
+    let batch = vec![BatchedEntry::new(entry.clone(), request_id)];
     let reply = connection
-        .call(request_id, timeout, |client, ctx| async move {
-            client.log_entry(ctx, entry).await
+        .call(timeout, |client, ctx| async move {
+            client.log_entries(ctx, batch).await
         })
         .await
         .map_err(|failure| ForwardError::Unavailable(failure.to_string()))?;
-    verdict(reply)
+    match reply {
+        Ok(mut outcomes) if outcomes.len() == 1 => verdict(outcomes.remove(0)),
+        Ok(outcomes) => Err(ForwardError::Unavailable(format!(
+            "the logger answered a call of one entry with {} outcomes",
+            outcomes.len()
+        ))),
+        Err(refused) => Err(ForwardError::Unavailable(refused.to_string())),
+    }
 }
 
 async fn forward_batched(
@@ -177,9 +196,11 @@ async fn forward_batched(
 ) -> Result<(), ForwardError> {
     let (outcome, answer) = oneshot::channel();
     let queued = Queued {
+        // The event's trace goes with its entry: the batch's call is one
+        // call for many events.
         entry: BatchedEntry {
-            entry: entry.clone(),
-            request_id: request_id.map(str::to_owned),
+            traceparent: telemetry::traceparent(),
+            ..BatchedEntry::new(entry.clone(), request_id)
         },
         outcome,
     };
@@ -229,6 +250,7 @@ fn frame_bytes(queued: &Queued) -> usize {
         + entry.entry.data.len()
         + entry.entry.id.as_ref().map_or(0, String::len)
         + entry.request_id.as_ref().map_or(0, String::len)
+        + entry.traceparent.as_ref().map_or(0, String::len)
         + 64
 }
 
@@ -268,6 +290,15 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
         .map(|queued| (queued.entry, queued.outcome))
         .unzip();
     let count = entries.len();
+    // The call's own spans (tarpc's) join the first event's trace; each
+    // entry's span at the logger joins its own event's.
+    let span = telemetry::call_span("logger", "rpc batch", SpanKind::Internal);
+    telemetry::adopt_traceparent(
+        &span,
+        entries
+            .first()
+            .and_then(|first| first.traceparent.as_deref()),
+    );
     let settle = |outcome: Result<(), ForwardError>, senders: Vec<oneshot::Sender<_>>| {
         for sender in senders {
             // The delivery's task is gone (shutdown): nothing to tell it.
@@ -275,9 +306,10 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
         }
     };
     let answer = connection
-        .call(None, timeout, |client, ctx| async move {
+        .call(timeout, |client, ctx| async move {
             client.log_entries(ctx, entries).await
         })
+        .instrument(span)
         .await;
     let replies = match answer {
         Ok(Ok(replies)) => replies,
@@ -332,7 +364,9 @@ async fn forward_http(
     entry: &LogEntry,
     request_id: Option<&str>,
 ) -> Result<(), ForwardError> {
-    let mut request = client.post(log_url).json(&HttpEntry {
+    let mut headers = reqwest::header::HeaderMap::new();
+    telemetry::inject_headers(&mut headers);
+    let mut request = client.post(log_url).headers(headers).json(&HttpEntry {
         name: &entry.name,
         data: &entry.data,
         id: entry.id.as_deref(),
@@ -370,14 +404,14 @@ mod tests {
     fn queued(name: &str, data_bytes: usize) -> Queued {
         let (outcome, _answer) = oneshot::channel();
         Queued {
-            entry: BatchedEntry {
-                entry: LogEntry {
+            entry: BatchedEntry::new(
+                LogEntry {
                     name: name.to_owned(),
                     data: "x".repeat(data_bytes),
                     id: None,
                 },
-                request_id: None,
-            },
+                None,
+            ),
             outcome,
         }
     }

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchboard_runtime::RuntimeSettings;
 use switchboard_runtime::service::ServiceSettings;
+use switchboard_runtime::{RuntimeSettings, TelemetrySettings};
 use switchboard_wire::LogLimits;
 
 /// Everything `switchboard-listener` can be configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Where the metrics door listens when no `metrics` socket is passed.
@@ -24,6 +24,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
+    /// Where traces go (none by default).
+    pub telemetry: TelemetrySettings,
 }
 
 /// `[listen]`: the fallback address of the socket systemd would pass.
@@ -37,6 +39,10 @@ pub struct Listen {
 impl ServiceSettings for Settings {
     fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

@@ -33,7 +33,7 @@ async fn main() -> Result<(), Failure> {
         log_filter: "warn,switchboard_logger=info".into(),
         ..RuntimeSettings::default()
     };
-    switchboard_runtime::telemetry::init("throughput", &runtime);
+    switchboard_runtime::telemetry::init_logs("throughput", &runtime);
 
     let mongo = switchboard_testkit::MongoDb::start()?;
     println!("server: {} at {}", mongo.kind(), mongo.url());
@@ -169,7 +169,7 @@ async fn rpc_writes(
                 if n >= total {
                     return Ok::<(), Failure>(());
                 }
-                let ctx = switchboard_wire::rpc::context(None, Duration::from_secs(30));
+                let ctx = switchboard_wire::rpc::context(Duration::from_secs(30));
                 client
                     .log_info(ctx, "bench".into(), format!("entry {n}"))
                     .await?

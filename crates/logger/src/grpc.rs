@@ -17,6 +17,7 @@ use tracing::Instrument;
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::http::REQUEST_ID_HEADER;
 use switchboard_runtime::limits::{ConnectionLimit, ConnectionPermit, ReadTimeout, millis};
+use switchboard_runtime::telemetry::{self, HeaderExtractor, SpanKind};
 use switchboard_wire::LOG_ID_METADATA;
 use switchboard_wire::proto::log_service_server::{LogService, LogServiceServer};
 use switchboard_wire::proto::{LogRequest, LogResponse};
@@ -64,7 +65,16 @@ impl LogService for GrpcDoor {
                     Status::invalid_argument(EntryError::IdNotVisibleAscii.message())
                 })?),
             };
-        let span = tracing::info_span!("grpc", method = "WriteLog", request_id = %request_id);
+        let span = tracing::info_span!(
+            "grpc",
+            method = "WriteLog",
+            request_id = %request_id,
+            trace_id = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+        );
+        telemetry::describe(&span, SpanKind::Server, format_args!("LogService/WriteLog"));
+        telemetry::adopt_parent(&span, &HeaderExtractor(request.metadata().as_ref()));
         async move {
             let Some(log) = request.into_inner().log_entry else {
                 return Err(Status::invalid_argument(

@@ -1,6 +1,8 @@
 //! The one path every door's writes take: validate, then hand to the batching
 //! writer. Doors only translate requests in and outcomes out.
 
+use switchboard_runtime::telemetry::{self, SpanKind};
+
 use crate::batch::Writer;
 use crate::entry::{EntryError, EntryRules, ValidEntry};
 use crate::metrics::{Door, LoggerMetrics, WriteOutcome};
@@ -86,7 +88,21 @@ impl Ingest {
         id: Option<String>,
     ) -> Result<ValidEntry, IngestError> {
         let entry = self.rules.parse(name, data, id)?;
-        self.writer.write(&entry).await?;
+        // The entry's time in the group commit: waiting for its batch and
+        // the batch's insert.
+        telemetry::traced(
+            || {
+                let span = tracing::info_span!(
+                    "store insert",
+                    otel.kind = tracing::field::Empty,
+                    otel.name = tracing::field::Empty,
+                );
+                telemetry::describe(&span, SpanKind::Client, format_args!("store insert"));
+                span
+            },
+            self.writer.write(&entry),
+        )
+        .await?;
         Ok(entry)
     }
 }

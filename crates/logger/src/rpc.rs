@@ -26,10 +26,11 @@ use tracing::Instrument;
 
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::limits::ConnectionLimit;
+use switchboard_runtime::telemetry::{self, SpanKind};
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::{
     BatchedEntry, LogRpc, LogRpcRequest, LogRpcResponse, MAX_BATCH_ENTRIES, RpcError,
-    processed_reply, request_id, transport,
+    processed_reply, transport,
 };
 
 use crate::ingest::{Ingest, IngestError};
@@ -47,27 +48,32 @@ impl RpcDoor {
         Self { ingest }
     }
 
-    async fn handle(
-        self,
-        ctx: Context,
-        method: &'static str,
-        name: String,
-        data: String,
-        id: Option<String>,
-    ) -> Result<String, RpcError> {
-        let request_id = request_id(&ctx).unwrap_or_else(|| "-".to_owned());
-        self.store(method, request_id, name, data, id).await
-    }
-
+    /// Stores one entry. `request_id` and `traceparent` are the entry's own
+    /// in a batch; a lone entry's trace is the call's (tarpc's span is the
+    /// current one) and it has no request id (the `log_info` of the Go
+    /// original has no place for one).
     async fn store(
         self,
         method: &'static str,
-        request_id: String,
-        name: String,
-        data: String,
-        id: Option<String>,
+        request_id: Option<String>,
+        traceparent: Option<String>,
+        entry: LogEntry,
     ) -> Result<String, RpcError> {
-        let span = tracing::info_span!("rpc", method, request_id = %request_id);
+        let LogEntry { name, data, id } = entry;
+        let span = tracing::info_span!(
+            "rpc",
+            method,
+            request_id = request_id.as_deref().unwrap_or("-"),
+            trace_id = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
+        );
+        telemetry::describe(
+            &span,
+            SpanKind::Internal,
+            format_args!("LogRpc.{method} entry"),
+        );
+        telemetry::adopt_traceparent(&span, traceparent.as_deref());
         async move {
             match self.ingest.log(Door::rpc, name, data, id).await {
                 Ok(entry) => {
@@ -94,13 +100,17 @@ impl RpcDoor {
 }
 
 impl LogRpc for RpcDoor {
-    async fn log_info(self, ctx: Context, name: String, data: String) -> Result<String, RpcError> {
-        self.handle(ctx, "log_info", name, data, None).await
+    async fn log_info(self, _: Context, name: String, data: String) -> Result<String, RpcError> {
+        let entry = LogEntry {
+            name,
+            data,
+            id: None,
+        };
+        self.store("log_info", None, None, entry).await
     }
 
-    async fn log_entry(self, ctx: Context, entry: LogEntry) -> Result<String, RpcError> {
-        self.handle(ctx, "log_entry", entry.name, entry.data, entry.id)
-            .await
+    async fn log_entry(self, _: Context, entry: LogEntry) -> Result<String, RpcError> {
+        self.store("log_entry", None, None, entry).await
     }
 
     /// Every entry goes to the group-commit writer at once, so a batch
@@ -108,7 +118,7 @@ impl LogRpc for RpcDoor {
     /// each entry still gets the outcome a lone `log_entry` would have had.
     async fn log_entries(
         self,
-        ctx: Context,
+        _: Context,
         entries: Vec<BatchedEntry>,
     ) -> Result<Vec<Result<String, RpcError>>, RpcError> {
         if entries.len() > MAX_BATCH_ENTRIES {
@@ -117,15 +127,13 @@ impl LogRpc for RpcDoor {
                 entries.len()
             )));
         }
-        let call_request_id = request_id(&ctx);
         let writes = entries.into_iter().map(|batched| {
-            let request_id = batched
-                .request_id
-                .or_else(|| call_request_id.clone())
-                .unwrap_or_else(|| "-".to_owned());
-            let entry = batched.entry;
-            self.clone()
-                .store("log_entries", request_id, entry.name, entry.data, entry.id)
+            self.clone().store(
+                "log_entries",
+                batched.request_id,
+                batched.traceparent,
+                batched.entry,
+            )
         });
         Ok(futures::future::join_all(writes).await)
     }

@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchboard_runtime::limits::millis;
 use switchboard_runtime::service::ServiceSettings;
-use switchboard_runtime::{HttpLimits, RuntimeSettings};
+use switchboard_runtime::{HttpLimits, RuntimeSettings, TelemetrySettings};
 
 /// Everything `switchboard-logger` can be configured with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Addresses to bind when no socket of that name is passed in.
@@ -32,11 +32,17 @@ pub struct Settings {
     pub grpc: Grpc,
     /// Shutdown and logging, shared by every service.
     pub runtime: RuntimeSettings,
+    /// Where traces go (none by default).
+    pub telemetry: TelemetrySettings,
 }
 
 impl ServiceSettings for Settings {
     fn runtime(&self) -> &RuntimeSettings {
         &self.runtime
+    }
+
+    fn telemetry(&self) -> &TelemetrySettings {
+        &self.telemetry
     }
 }
 

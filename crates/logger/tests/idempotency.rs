@@ -212,9 +212,8 @@ async fn a_batch_over_rpc_gets_one_outcome_per_entry() {
         .await
         .expect("RPC transport")
         .expect("stored");
-    let batched = |name: &str, data: &str, id: &str| BatchedEntry {
-        entry: entry(name, data, id),
-        request_id: Some(format!("request-of-{id}")),
+    let batched = |name: &str, data: &str, id: &str| {
+        BatchedEntry::new(entry(name, data, id), Some(&format!("request-of-{id}")))
     };
     let outcomes = rpc
         .log_entries(

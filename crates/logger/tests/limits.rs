@@ -314,7 +314,7 @@ async fn the_rpc_and_grpc_doors_beyond_their_connection_cap_wait_until_one_close
 
     // The second connection is not served while the first holds the slot...
     let rpc = logger.rpc_client().await;
-    let short = switchboard_wire::rpc::context(None, Duration::from_millis(500));
+    let short = switchboard_wire::rpc::context(Duration::from_millis(500));
     let waited = rpc.log_info(short, "capped".into(), "rpc".into()).await;
     assert!(
         matches!(waited, Err(tarpc::client::RpcError::DeadlineExceeded)),

@@ -26,8 +26,10 @@ use axum::routing::post;
 use lettre::message::Mailbox;
 use switchboard_runtime::http::{ApiError, ApiJson, Envelope, ReadinessCheck, reply, request_id};
 use switchboard_runtime::metrics::{self as runtime_metrics, Metrics};
+use switchboard_runtime::telemetry::{self, SpanKind};
 use switchboard_runtime::{Shutdown, lifecycle, wait};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::message::{Outgoing, SendRequest, ValidMailbox};
 use crate::metrics::{MailMetrics, SendOutcome};
@@ -213,7 +215,11 @@ async fn send_one(
     })?;
     let to = outgoing.to.address();
     let started = std::time::Instant::now();
-    let sent = state.mailer.send(email).await;
+    let span = telemetry::call_span("smtp", "smtp", SpanKind::Client);
+    let sent = state.mailer.send(email).instrument(span.clone()).await;
+    if let Err(err) = &sent {
+        telemetry::failed(&span, err);
+    }
     state.metrics.smtp_took(started.elapsed());
     match sent {
         Ok(()) => {

@@ -53,6 +53,30 @@ impl RuntimeSettings {
     }
 }
 
+/// Settings every service has under `[telemetry]`: where its OpenTelemetry
+/// traces go. Without an endpoint no span is exported and no trace context
+/// is read or sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// An OTLP/gRPC collector (`http://127.0.0.1:4317`); unset: traces off.
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces this service starts (a request that arrives
+    /// without a `traceparent`) that are recorded, 0.0 to 1.0. A request
+    /// that arrives with one follows its caller's decision, so a trace is
+    /// recorded whole or not at all.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogTarget {

@@ -30,6 +30,7 @@ use tracing::Instrument as _;
 
 use crate::http::{ApiError, REQUEST_ID_HEADER};
 use crate::metrics::HttpMetrics;
+use crate::telemetry::{self, HeaderExtractor, SpanKind};
 
 /// What every service here answers: a response, never an error.
 type Answered = Result<Response, Infallible>;
@@ -94,7 +95,18 @@ where
             method = %request.method(),
             path = %request.uri().path(),
             request_id = %id.to_str().unwrap_or("-"),
+            trace_id = tracing::field::Empty,
+            otel.kind = tracing::field::Empty,
+            otel.name = tracing::field::Empty,
         );
+        if telemetry::enabled() {
+            telemetry::describe(
+                &span,
+                SpanKind::Server,
+                format_args!("{} {}", request.method(), request.uri().path()),
+            );
+            telemetry::adopt_parent(&span, &HeaderExtractor(request.headers()));
+        }
         // The method and URI are reference-counted: kept for the metrics at
         // no allocation.
         let mut counted = Counted {
@@ -110,6 +122,7 @@ where
             async move {
                 let Ok(mut response) = answer.await;
                 counted.answered(&response);
+                telemetry::answered(&tracing::Span::current(), response.status());
                 // The line tower-http's trace layer wrote, so the journal
                 // reads as before.
                 tracing::info!(

@@ -25,7 +25,7 @@ pub mod service;
 pub mod telemetry;
 pub mod wait;
 
-pub use config::{ConfigError, RuntimeSettings};
+pub use config::{ConfigError, RuntimeSettings, TelemetrySettings};
 pub use lifecycle::Shutdown;
 pub use limits::HttpLimits;
 pub use listen::Listeners;

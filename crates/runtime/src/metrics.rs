@@ -353,6 +353,18 @@ pub enum Transport {
     amqp,
 }
 
+impl Transport {
+    /// The label value, also the transport's name in traces.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::http => "http",
+            Self::grpc => "grpc",
+            Self::rpc => "rpc",
+            Self::amqp => "amqp",
+        }
+    }
+}
+
 /// How a call ended.
 #[derive(
     Debug, Clone, Copy, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,

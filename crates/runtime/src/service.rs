@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use crate::config::{self, ConfigError, RuntimeSettings, Sources};
+use crate::config::{self, ConfigError, RuntimeSettings, Sources, TelemetrySettings};
 use crate::connection::{Activity, Counted, Expiry, Observed, Timeouts};
 use crate::lifecycle::{self, Shutdown};
 use crate::limits::{ConnectionLimit, HttpLimits};
@@ -26,9 +26,11 @@ pub struct ConfigArg {
     pub config: Option<PathBuf>,
 }
 
-/// Settings types expose their `[runtime]` section to the shared start-up code.
+/// Settings types expose their `[runtime]` and `[telemetry]` sections to the
+/// shared start-up code.
 pub trait ServiceSettings: Default + Serialize + DeserializeOwned {
     fn runtime(&self) -> &RuntimeSettings;
+    fn telemetry(&self) -> &TelemetrySettings;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +41,8 @@ pub enum StartError {
     Listen(#[from] ListenError),
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
 }
 
 /// A started service: its settings, the sockets it was handed, and its shutdown switch.
@@ -48,6 +52,8 @@ pub struct Service<S> {
     pub settings: S,
     pub listeners: Listeners,
     pub shutdown: Shutdown,
+    /// The trace exporter, flushed when [`Self::run_until_drained`] ends.
+    pub tracing: crate::telemetry::Tracing,
 }
 
 impl<S: ServiceSettings> Service<S> {
@@ -58,7 +64,11 @@ impl<S: ServiceSettings> Service<S> {
             service,
             &Sources::from_process(service, config.config.clone()),
         )?;
-        crate::telemetry::init(&format!("switchboard-{service}"), settings.runtime());
+        let tracing = crate::telemetry::init(
+            &format!("switchboard-{service}"),
+            settings.runtime(),
+            settings.telemetry(),
+        )?;
         let listeners = Listeners::from_env()?;
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals().map_err(StartError::Signals)?;
@@ -69,6 +79,7 @@ impl<S: ServiceSettings> Service<S> {
             settings,
             listeners,
             shutdown,
+            tracing,
         })
     }
 
@@ -92,13 +103,15 @@ impl<S: ServiceSettings> Service<S> {
         E: Into<Fatal>,
     {
         let timeout = self.settings.runtime().shutdown_timeout();
-        match lifecycle::drain_within(&self.shutdown, timeout, work).await {
+        let ended = match lifecycle::drain_within(&self.shutdown, timeout, work).await {
             Ok(result) => result.map_err(Into::into),
             Err(()) => Err(format!(
                 "{unfinished} did not finish within runtime.shutdown_timeout_ms"
             )
             .into()),
-        }
+        };
+        self.tracing.flush().await;
+        ended
     }
 }
 

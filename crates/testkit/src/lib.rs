@@ -69,6 +69,14 @@
 //! [`activation`] is the harness of the services' binary tests: socket
 //! activation through `systemd-socket-activate`, a notify socket, SIGTERM and
 //! a wait for the exit.
+//!
+//! # Traces
+//!
+//! [`otlp::Collector`] (feature `otlp`) is a real OTLP/gRPC trace receiver on
+//! a free loopback port, built from the official protocol definitions: point
+//! a service's exporter at [`otlp::Collector::endpoint`], then wait for a
+//! trace with [`otlp::Collector::wait_for_trace`] and check its shape
+//! ([`otlp::CollectedSpan::is_child_of`], [`otlp::render_tree`]).
 
 pub mod activation;
 #[cfg(feature = "amqp")]
@@ -81,6 +89,8 @@ mod mailhog;
 pub mod metrics;
 mod mongodb;
 mod net;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 mod postgres;
 mod process;
 mod prometheus;

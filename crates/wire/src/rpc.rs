@@ -40,13 +40,33 @@ pub trait LogRpc {
 /// a caller cuts its batches by size too, as the listener does.
 pub const MAX_BATCH_ENTRIES: usize = 1_000;
 
-/// One entry of a `log_entries` call with the request id it belongs to
-/// (tarpc's context carries one id per call, a batch holds many requests).
+/// One entry of a `log_entries` call with the request it belongs to: a
+/// batch holds many requests, and tarpc's context carries one trace per call.
+///
+/// MessagePack carries a struct as an array, by position: fields are only
+/// ever added at the end, and none is skipped when empty (a skipped field
+/// would shift the ones after it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchedEntry {
     pub entry: LogEntry,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub request_id: Option<String>,
+    /// The W3C `traceparent` of the work that produced the entry, when it is
+    /// not the call's own (an event the listener batched); the logger's span
+    /// for the entry continues that trace.
+    #[serde(default)]
+    pub traceparent: Option<String>,
+}
+
+impl BatchedEntry {
+    /// An entry of the caller's own request: its trace travels in the call.
+    pub fn new(entry: LogEntry, request_id: Option<&str>) -> Self {
+        Self {
+            entry,
+            request_id: request_id.map(str::to_owned),
+            traceparent: None,
+        }
+    }
 }
 
 /// Why the logger refused or failed a write; mirrors the HTTP 400/409/503 and
@@ -234,7 +254,7 @@ impl RpcConnection {
     }
 
     /// One call on the shared connection (dialled first if there is none),
-    /// with `request_id` in its context and `timeout` as its deadline. A call
+    /// with `timeout` as its deadline. A call
     /// that gets no answer, or fails in transport, discards the connection
     /// (it may be half-open or dead), so the next call dials afresh.
     ///
@@ -242,7 +262,6 @@ impl RpcConnection {
     /// `|client, ctx| async move { client.log_entry(ctx, entry).await }`.
     pub async fn call<T, F, Fut>(
         &self,
-        request_id: Option<&str>,
         timeout: std::time::Duration,
         call: F,
     ) -> Result<T, CallFailure>
@@ -251,7 +270,7 @@ impl RpcConnection {
         Fut: std::future::Future<Output = Result<T, tarpc::client::RpcError>>,
     {
         let connected = self.get(timeout).await.map_err(CallFailure::Connect)?;
-        let answer = call(connected.client, context(request_id, timeout));
+        let answer = call(connected.client, context(timeout));
         // tarpc enforces the deadline itself; the outer bound only guards
         // against a dispatch task that never answers at all.
         let grace = std::time::Duration::from_millis(500);
@@ -289,21 +308,13 @@ impl RpcConnection {
     }
 }
 
-/// A call context whose deadline is `timeout` from now and whose trace id
-/// carries the request id, so the logger can log the same id as the broker.
-pub fn context(request_id: Option<&str>, timeout: std::time::Duration) -> tarpc::context::Context {
+/// A call context whose deadline is `timeout` from now. Its trace context
+/// is the current span's: tarpc fills it from the span when traces are on,
+/// so the logger's spans join the caller's trace.
+pub fn context(timeout: std::time::Duration) -> tarpc::context::Context {
     let mut ctx = tarpc::context::current();
     ctx.deadline = std::time::Instant::now() + timeout;
-    if let Some(trace_id) = request_id.and_then(|id| uuid::Uuid::parse_str(id).ok()) {
-        ctx.trace_context.trace_id = trace_id.as_u128().into();
-    }
     ctx
-}
-
-/// The request id a [`context`] carried, in its usual UUID form.
-pub fn request_id(ctx: &tarpc::context::Context) -> Option<String> {
-    let raw = u128::from(ctx.trace_context.trace_id);
-    (raw != 0).then(|| uuid::Uuid::from_u128(raw).to_string())
 }
 
 #[cfg(test)]
@@ -318,15 +329,11 @@ mod tests {
     impl LogRpc for Echo {
         async fn log_info(
             self,
-            ctx: tarpc::context::Context,
+            _: tarpc::context::Context,
             name: String,
             _data: String,
         ) -> Result<String, RpcError> {
-            Ok(format!(
-                "{}|{}",
-                processed_reply(&name),
-                request_id(&ctx).unwrap_or_default()
-            ))
+            Ok(processed_reply(&name))
         }
         async fn log_entry(
             self,
@@ -342,16 +349,20 @@ mod tests {
         ) -> Result<Vec<Result<String, RpcError>>, RpcError> {
             Ok(entries
                 .into_iter()
-                .map(|batched| match batched.request_id {
-                    Some(id) => Ok(format!("{}|{id}", processed_reply(&batched.entry.name))),
-                    None => Err(RpcError::Invalid(format!("refused {}", batched.entry.name))),
+                .map(|batched| match (batched.request_id, batched.traceparent) {
+                    (Some(id), traceparent) => Ok(format!(
+                        "{}|{id}|{}",
+                        processed_reply(&batched.entry.name),
+                        traceparent.unwrap_or_default()
+                    )),
+                    (None, _) => Err(RpcError::Invalid(format!("refused {}", batched.entry.name))),
                 })
                 .collect())
         }
     }
 
     #[tokio::test]
-    async fn calls_travel_over_tcp_with_the_request_id() {
+    async fn calls_travel_over_tcp_with_each_entry_s_request() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -369,13 +380,13 @@ mod tests {
         let id = "0196a5e2-7a7c-7d2b-9c3e-5f4a3b2c1d0e";
         let timeout = std::time::Duration::from_secs(5);
         let reply = client
-            .log_info(context(Some(id), timeout), "event".into(), "data".into())
+            .log_info(context(timeout), "event".into(), "data".into())
             .await
             .expect("transport");
-        assert_eq!(reply, Ok(format!("Processed payload via RPC:event|{id}")));
+        assert_eq!(reply, Ok("Processed payload via RPC:event".to_owned()));
         let refused = client
             .log_entry(
-                context(None, timeout),
+                context(timeout),
                 LogEntry {
                     name: "x".into(),
                     data: String::new(),
@@ -390,25 +401,25 @@ mod tests {
             data: String::new(),
             id: None,
         };
+        let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let batch = vec![
+            BatchedEntry::new(entry("a"), Some(id)),
+            BatchedEntry::new(entry("b"), None),
             BatchedEntry {
-                entry: entry("a"),
-                request_id: Some(id.into()),
-            },
-            BatchedEntry {
-                entry: entry("b"),
-                request_id: None,
+                traceparent: Some(traceparent.into()),
+                ..BatchedEntry::new(entry("c"), Some(id))
             },
         ];
         let outcomes = client
-            .log_entries(context(None, timeout), batch)
+            .log_entries(context(timeout), batch)
             .await
             .expect("transport");
         assert_eq!(
             outcomes,
             Ok(vec![
-                Ok(format!("Processed payload via RPC:a|{id}")),
+                Ok(format!("Processed payload via RPC:a|{id}|")),
                 Err(RpcError::Invalid("refused b".into())),
+                Ok(format!("Processed payload via RPC:c|{id}|{traceparent}")),
             ])
         );
     }
@@ -430,7 +441,7 @@ mod tests {
         let connection = RpcConnection::new(addr.clone());
         let timeout = std::time::Duration::from_millis(200);
         let failure = connection
-            .call(None, timeout, |client, ctx| async move {
+            .call(timeout, |client, ctx| async move {
                 client.log_info(ctx, "a".into(), "b".into()).await
             })
             .await
@@ -447,7 +458,6 @@ mod tests {
         drop(closed);
         let failure = RpcConnection::new(addr)
             .call(
-                None,
                 std::time::Duration::from_millis(500),
                 |client, ctx| async move { client.log_info(ctx, "a".into(), "b".into()).await },
             )

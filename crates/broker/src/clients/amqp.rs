@@ -121,6 +121,7 @@ impl AmqpPublisher {
 
 fn properties(entry: &LogEntry, request_id: Option<&str>) -> BasicProperties {
     let mut headers = FieldTable::default();
+    switchboard_runtime::amqp::trace::inject(&mut headers);
     if let Some(id) = request_id {
         headers.insert(
             ShortString::from(REQUEST_ID_HEADER),

@@ -85,6 +85,7 @@ impl GrpcLogger {
         });
         // Tells the logger our deadline (the `grpc-timeout` header).
         request.set_timeout(self.timeout);
+        switchboard_runtime::telemetry::inject_headers(request.metadata_mut().as_mut());
         if let Some(id) = request_id.and_then(|id| MetadataValue::try_from(id).ok()) {
             request.metadata_mut().insert(REQUEST_ID_HEADER, id);
         }

@@ -19,7 +19,9 @@ use switchboard_runtime::Shutdown;
 use switchboard_runtime::amqp::AmqpEndpoint;
 use switchboard_runtime::http::ApiError;
 use switchboard_runtime::metrics::{CallOutcome, Metrics, Outbound, Transport};
+use switchboard_runtime::telemetry::{self, SpanKind};
 use switchboard_wire::{LogEntry, ValidLogEntry};
+use tracing::Instrument as _;
 
 use crate::error::{Downstream, DownstreamError, Error};
 use crate::payload::{AuthPayload, DownstreamStatus, LogVia, MailPayload};
@@ -140,7 +142,14 @@ impl Downstreams {
         client: Option<IpAddr>,
     ) -> Result<serde_json::Value, AuthFailure> {
         let started = Instant::now();
-        let answer = self.call_auth(credentials, request_id, client).await;
+        let span = telemetry::call_span("auth", "http", SpanKind::Client);
+        let answer = self
+            .call_auth(credentials, request_id, client)
+            .instrument(span.clone())
+            .await;
+        if let Err(AuthFailure::Downstream(err)) = &answer {
+            telemetry::failed(&span, err);
+        }
         let outcome = match &answer {
             Ok(_) => CallOutcome::ok,
             Err(AuthFailure::Throttled(_)) => CallOutcome::refused,
@@ -188,15 +197,20 @@ impl Downstreams {
         let body = json!({
             "from": mail.from, "to": mail.to, "subject": mail.subject, "message": mail.message,
         });
+        let span = telemetry::call_span("mail", "http", SpanKind::Client);
         let sent = match self
             .http
             .post_envelope(Downstream::Mail, &url, &body, request_id, None)
+            .instrument(span.clone())
             .await
         {
             Ok(reply) if reply.status.is_success() => Ok(()),
             Ok(reply) => Err(http::non_success(Downstream::Mail, reply)),
             Err(err) => Err(err),
         };
+        if let Err(err) = &sent {
+            telemetry::failed(&span, err);
+        }
         self.record("mail", Transport::http, &sent, started);
         sent
     }
@@ -232,28 +246,27 @@ impl Downstreams {
             .id
             .get_or_insert_with(|| uuid::Uuid::now_v7().to_string());
         let started = Instant::now();
-        let (downstream, transport, stored) = match via {
-            LogVia::Rpc => (
-                "logger",
-                Transport::rpc,
-                self.rpc.log(entry, request_id).await,
-            ),
-            LogVia::Grpc => (
-                "logger",
-                Transport::grpc,
-                self.grpc.log(entry, request_id).await,
-            ),
-            LogVia::Http => (
-                "logger",
-                Transport::http,
-                self.log_http(&entry, request_id).await,
-            ),
-            LogVia::Amqp => (
-                "rabbitmq",
-                Transport::amqp,
-                self.amqp.publish(&entry, request_id).await,
-            ),
+        let (downstream, transport, kind) = match via {
+            // tarpc's own client span is the call; this one holds the retry.
+            LogVia::Rpc => ("logger", Transport::rpc, SpanKind::Internal),
+            LogVia::Grpc => ("logger", Transport::grpc, SpanKind::Client),
+            LogVia::Http => ("logger", Transport::http, SpanKind::Client),
+            LogVia::Amqp => ("rabbitmq", Transport::amqp, SpanKind::Producer),
         };
+        let span = telemetry::call_span(downstream, transport.as_str(), kind);
+        let stored = async {
+            match via {
+                LogVia::Rpc => self.rpc.log(entry, request_id).await,
+                LogVia::Grpc => self.grpc.log(entry, request_id).await,
+                LogVia::Http => self.log_http(&entry, request_id).await,
+                LogVia::Amqp => self.amqp.publish(&entry, request_id).await,
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        if let Err(err) = &stored {
+            telemetry::failed(&span, err);
+        }
         self.record(downstream, transport, &stored, started);
         stored
     }
@@ -270,9 +283,11 @@ impl Downstreams {
             "{}?limit={limit}",
             http::join(&self.logger_http_url, "/logs")
         );
+        let span = telemetry::call_span("logger-reads", "http", SpanKind::Client);
         let read = match self
             .http
             .get_json(Downstream::LoggerHttp, &url, request_id)
+            .instrument(span)
             .await
         {
             Ok((status, entries)) if status.is_success() && entries.is_array() => Ok(entries),

@@ -171,7 +171,7 @@ pub fn http_client() -> reqwest::Client {
 }
 
 pub fn rpc_context() -> tarpc::context::Context {
-    switchboard_wire::rpc::context(None, TIMEOUT)
+    switchboard_wire::rpc::context(TIMEOUT)
 }
 
 pub fn grpc_request(name: &str, data: &str) -> switchboard_wire::proto::LogRequest {

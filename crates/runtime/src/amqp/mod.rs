@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub use amq_protocol_uri::AMQPUri;
 
 pub mod link;
+pub mod trace;
 pub use link::{ConfirmChannel, Connector, Link, LinkError, LinkState, Outcome};
 
 use crate::credentials::{self, CredentialError, Secret};
