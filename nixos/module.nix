@@ -324,10 +324,13 @@ let
   # addresses are added to the unit's IPAddressAllow=; host names cannot be
   # (systemd takes addresses and networks only), so they need an allow list
   # from the operator, which an assertion asks for.
+  # The trace collector (`telemetry.otlp_endpoint`) is one of them for every
+  # service but the front-end, which has no network to export over.
   clientSettings = {
     auth = [
       "database.url"
       "events.amqp_url"
+      "telemetry.otlp_endpoint"
     ];
     broker = [
       "events.amqp_url"
@@ -336,14 +339,22 @@ let
       "downstream.logger_http_url"
       "downstream.logger_rpc_addr"
       "downstream.logger_grpc_url"
+      "telemetry.otlp_endpoint"
     ];
     listener = [
       "amqp.url"
       "logger.rpc_addr"
       "logger.http_url"
+      "telemetry.otlp_endpoint"
     ];
-    logger = [ "mongodb.url" ];
-    mail = [ "smtp.host" ];
+    logger = [
+      "mongodb.url"
+      "telemetry.otlp_endpoint"
+    ];
+    mail = [
+      "smtp.host"
+      "telemetry.otlp_endpoint"
+    ];
     frontend = [ ];
   };
   # [ { key = "smtp.host"; host = "smtp.example.com"; } ... ], loopback left out.

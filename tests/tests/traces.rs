@@ -232,6 +232,14 @@ async fn a_login_is_one_trace_from_the_broker_to_the_store() {
             parent.name
         );
     }
+    assert_eq!(
+        (
+            broker_request.attribute("http.route"),
+            broker_request.attribute("http.response.status_code")
+        ),
+        (Some("/handle"), Some("202")),
+        "{broker_request:?}"
+    );
     assert!(
         path.iter().any(|span| span.span_id == consume.span_id),
         "the store insert does not descend from the listener's delivery:\n{tree}"
@@ -313,8 +321,8 @@ async fn a_mail_is_one_trace_to_the_smtp_server() {
         "subject": "Traced", "message": "Followed through the broker",
     }});
     assert_eq!(post_traced(traced, &mail, &traceparent).await, 202);
-    let spans = trace_reaching(traced, &traceparent, "switchboard-mail", "smtp smtp").await;
-    let smtp = find(&spans, "switchboard-mail", "smtp smtp");
+    let spans = trace_reaching(traced, &traceparent, "switchboard-mail", "mail-server smtp").await;
+    let smtp = find(&spans, "switchboard-mail", "mail-server smtp");
     let path = ancestry(&spans, smtp);
     assert_eq!(
         services_down(&path),
@@ -326,8 +334,45 @@ async fn a_mail_is_one_trace_to_the_smtp_server() {
     let names: Vec<&str> = path.iter().rev().map(|span| span.name.as_str()).collect();
     assert_eq!(
         names,
-        ["POST /handle", "mail http", "POST /send", "smtp smtp"],
+        [
+            "POST /handle",
+            "mail http",
+            "POST /send",
+            "mail-server smtp"
+        ],
         "{}",
         render_tree(&spans)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_span_is_named_by_its_route_never_by_a_client_s_path() {
+    if servers_disabled() {
+        return;
+    }
+    let traced = tokio::task::spawn_blocking(traced).await.expect("stack");
+    let (_, traceparent) = client_trace();
+    let response = client()
+        .get(format!(
+            "{}/no/such/path-{}",
+            traced.stack.broker_url(),
+            rand_u128()
+        ))
+        .header("traceparent", &traceparent)
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(response.status().as_u16(), 404);
+    let spans = trace_reaching(traced, &traceparent, "switchboard-broker", "GET other").await;
+    let request = find(&spans, "switchboard-broker", "GET other");
+    assert_eq!(
+        request.attribute("http.route"),
+        Some("other"),
+        "{request:?}"
+    );
+    assert_eq!(
+        request.attribute("http.response.status_code"),
+        Some("404"),
+        "{request:?}"
     );
 }

@@ -370,7 +370,7 @@ impl Publisher {
         let batch: Vec<LoginEvent> = self.shared.pending().iter().take(BATCH).cloned().collect();
         let bodies: Vec<Vec<u8>> = batch.iter().map(LoginEvent::body).collect();
         // Dropped when the batch's outcomes are in: each event's span lasts
-        // until its confirm.
+        // until the batch's confirms (or their deadline).
         let spans: Vec<tracing::Span> = batch.iter().map(LoginEvent::publish_span).collect();
         let messages: Vec<Message<'_>> = batch
             .iter()
@@ -391,11 +391,17 @@ impl Publisher {
             .await;
         let mut settled = vec![false; batch.len()];
         let mut refused = 0;
-        for ((event, outcome), done) in batch.iter().zip(&report.outcomes).zip(&mut settled) {
+        for (((event, outcome), done), span) in batch
+            .iter()
+            .zip(&report.outcomes)
+            .zip(&mut settled)
+            .zip(&spans)
+        {
             match outcome {
                 Some(Outcome::Confirmed) => *done = true,
                 Some(Outcome::Unroutable { reply_text, .. }) => {
                     *done = true;
+                    telemetry::failed(span, &"no queue bound for the event");
                     tracing::warn!(
                         message_id = %event.message_id,
                         exchange,
@@ -405,8 +411,11 @@ impl Publisher {
                         "login event published but no queue is bound for it (is the listener's queue declared?)"
                     );
                 }
-                Some(Outcome::Refused) => refused += 1,
-                None => {}
+                Some(Outcome::Refused) => {
+                    refused += 1;
+                    telemetry::failed(span, &"RabbitMQ refused the event (nack); kept for retry");
+                }
+                None => telemetry::failed(span, &"not confirmed; kept for retry"),
             }
         }
         self.settle(&batch, &settled);

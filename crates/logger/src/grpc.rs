@@ -98,6 +98,7 @@ impl LogService for GrpcDoor {
                 }
                 Err(err @ IngestError::Store(_)) => {
                     tracing::warn!(error = %err, "write failed");
+                    telemetry::failed(&tracing::Span::current(), &err);
                     Err(Status::unavailable(err.to_string()))
                 }
             }

@@ -90,6 +90,7 @@ impl RpcDoor {
                 }
                 Err(IngestError::Store(err)) => {
                     tracing::warn!(error = %err, "write failed");
+                    telemetry::failed(&tracing::Span::current(), &err);
                     Err(RpcError::Unavailable(err.to_string()))
                 }
             }

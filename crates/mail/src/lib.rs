@@ -215,7 +215,7 @@ async fn send_one(
     })?;
     let to = outgoing.to.address();
     let started = std::time::Instant::now();
-    let span = telemetry::call_span("smtp", "smtp", SpanKind::Client);
+    let span = telemetry::call_span("mail-server", "smtp", SpanKind::Client);
     let sent = state.mailer.send(email).instrument(span.clone()).await;
     if let Err(err) = &sent {
         telemetry::failed(&span, err);

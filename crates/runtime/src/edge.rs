@@ -29,7 +29,7 @@ use tower::{Layer, Service};
 use tracing::Instrument as _;
 
 use crate::http::{ApiError, REQUEST_ID_HEADER};
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, method_label};
 use crate::telemetry::{self, HeaderExtractor, SpanKind};
 
 /// What every service here answers: a response, never an error.
@@ -99,14 +99,17 @@ where
             otel.kind = tracing::field::Empty,
             otel.name = tracing::field::Empty,
         );
-        if telemetry::enabled() {
+        // Named by its method until the answer says its route: a client's
+        // path never names a span (nor labels a metric).
+        let traced = telemetry::enabled().then(|| {
             telemetry::describe(
                 &span,
                 SpanKind::Server,
-                format_args!("{} {}", request.method(), request.uri().path()),
+                format_args!("{}", method_label(request.method())),
             );
             telemetry::adopt_parent(&span, &HeaderExtractor(request.headers()));
-        }
+            span.clone()
+        });
         // The method and URI are reference-counted: kept for the metrics at
         // no allocation.
         let mut counted = Counted {
@@ -115,6 +118,7 @@ where
             uri: request.uri().clone(),
             started: Instant::now(),
             answered: false,
+            traced,
         };
         let started = counted.started;
         let answer = span.in_scope(|| self.inner.call(request));
@@ -122,7 +126,6 @@ where
             async move {
                 let Ok(mut response) = answer.await;
                 counted.answered(&response);
-                telemetry::answered(&tracing::Span::current(), response.status());
                 // The line tower-http's trace layer wrote, so the journal
                 // reads as before.
                 tracing::info!(
@@ -148,17 +151,23 @@ struct Counted {
     uri: axum::http::Uri,
     started: Instant,
     answered: bool,
+    /// The request's span while traces are on, to be named by the route
+    /// and marked by the status (also when the deadline drops the request).
+    traced: Option<tracing::Span>,
 }
 
 impl Counted {
     fn answered(&mut self, response: &Response) {
         self.answered = true;
-        self.metrics.record(
+        let route = self.metrics.record(
             &self.method,
             self.uri.path(),
             response,
             self.started.elapsed(),
         );
+        if let Some(span) = &self.traced {
+            telemetry::answered(span, method_label(&self.method), route, response.status());
+        }
     }
 }
 

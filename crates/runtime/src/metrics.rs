@@ -241,8 +241,15 @@ impl HttpMetrics {
     /// Counts one answer. `path` is the request's path: a route's template
     /// is its [`RouteTemplate`], else its path (a fixed route's path is its
     /// template); paths that matched no route, and preflights the CORS
-    /// layer answered before routing, are `other` and `preflight`.
-    pub fn record(&self, method: &Method, path: &str, response: &Response, elapsed: Duration) {
+    /// layer answered before routing, are `other` and `preflight`. Returns
+    /// the route (a trace names the request's span by it).
+    pub fn record(
+        &self,
+        method: &Method,
+        path: &str,
+        response: &Response,
+        elapsed: Duration,
+    ) -> &'static str {
         let method_label = method_label(method);
         let extensions = response.extensions();
         let route = if let Some(RouteTemplate(template)) = extensions.get::<RouteTemplate>() {
@@ -267,10 +274,12 @@ impl HttpMetrics {
                 method: method_label,
             })
             .observe(elapsed.as_secs_f64());
+        route
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// A method as a label: the standard ones by name, any other as `other`.
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

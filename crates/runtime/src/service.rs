@@ -53,7 +53,7 @@ pub struct Service<S> {
     pub listeners: Listeners,
     pub shutdown: Shutdown,
     /// The trace exporter, flushed when [`Self::run_until_drained`] ends.
-    pub tracing: crate::telemetry::Tracing,
+    pub traces: crate::telemetry::TraceExporter,
 }
 
 impl<S: ServiceSettings> Service<S> {
@@ -64,7 +64,7 @@ impl<S: ServiceSettings> Service<S> {
             service,
             &Sources::from_process(service, config.config.clone()),
         )?;
-        let tracing = crate::telemetry::init(
+        let traces = crate::telemetry::init(
             &format!("switchboard-{service}"),
             settings.runtime(),
             settings.telemetry(),
@@ -79,7 +79,7 @@ impl<S: ServiceSettings> Service<S> {
             settings,
             listeners,
             shutdown,
-            tracing,
+            traces,
         })
     }
 
@@ -110,7 +110,7 @@ impl<S: ServiceSettings> Service<S> {
             )
             .into()),
         };
-        self.tracing.flush().await;
+        self.traces.flush().await;
         ended
     }
 }

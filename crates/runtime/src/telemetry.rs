@@ -24,13 +24,15 @@ use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample,
+};
 use tracing::{Instrument as _, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogTarget, RuntimeSettings, TelemetrySettings};
 
@@ -44,16 +46,16 @@ pub enum TelemetryError {
     Endpoint { endpoint: String, reason: String },
 }
 
-/// The trace exporter of a running service. [`Tracing::flush`] before the
+/// The trace exporter of a running service. [`TraceExporter::flush`] before the
 /// process exits sends the spans still queued.
 #[derive(Clone, Default)]
-pub struct Tracing {
+pub struct TraceExporter {
     provider: Option<SdkTracerProvider>,
 }
 
-impl std::fmt::Debug for Tracing {
+impl std::fmt::Debug for TraceExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracing")
+        f.debug_struct("TraceExporter")
             .field("exporting", &self.provider.is_some())
             .finish()
     }
@@ -63,7 +65,7 @@ impl std::fmt::Debug for Tracing {
 /// collector that is gone must not hold up a `systemctl stop`.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Tracing {
+impl TraceExporter {
     /// Exports what is queued and stops the exporter, within a short bound.
     pub async fn flush(&self) {
         let Some(provider) = self.provider.clone() else {
@@ -73,8 +75,12 @@ impl Tracing {
         let stopped =
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT))
                 .await;
-        if let Ok(Err(err)) = stopped {
-            tracing::warn!(error = %err, "the last spans may not have reached the collector");
+        match stopped {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "the last spans may not have reached the collector");
+            }
+            Err(err) => tracing::warn!(error = %err, "stopping the trace exporter failed"),
         }
     }
 }
@@ -94,44 +100,54 @@ pub fn init(
     service: &str,
     runtime: &RuntimeSettings,
     telemetry: &TelemetrySettings,
-) -> Result<Tracing, TelemetryError> {
+) -> Result<TraceExporter, TelemetryError> {
+    if tracing::dispatcher::has_been_set() {
+        tracing::debug!("a tracing subscriber was already installed");
+        return Ok(TraceExporter::default());
+    }
     let provider = match &telemetry.otlp_endpoint {
         Some(endpoint) => Some(tracer_provider(service, endpoint, telemetry.sample_ratio)?),
         None => None,
     };
-    let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("switchboard"))
-            .with_threads(false)
-            .with_location(false)
-            .with_filter(traced_spans())
-    });
+    // The log filter applies to the logs only: `log_filter = "warn"` must
+    // not silence the spans a trace is made of.
+    let logs = tracing_subscriber::registry()
+        .with(logs_layer(service, runtime).with_filter(log_filter(runtime)));
+    let installed = match &provider {
+        Some(provider) => logs
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("switchboard"))
+                    .with_threads(false)
+                    .with_location(false)
+                    .with_filter(traced_spans()),
+            )
+            .try_init(),
+        None => logs.try_init(),
+    };
+    if installed.is_err() {
+        tracing::debug!("a tracing subscriber was already installed");
+        return Ok(TraceExporter::default());
+    }
+    let _ = TRACES_ON.set(provider.is_some());
+    Ok(TraceExporter { provider })
+}
+
+/// Journald under systemd (or when asked), stderr otherwise.
+fn logs_layer(service: &str, runtime: &RuntimeSettings) -> Box<dyn Layer<Registry> + Send + Sync> {
     let journald = match runtime.log_target {
         LogTarget::Stderr => None,
         LogTarget::Journald => journald_layer(service),
         LogTarget::Auto if stderr_is_journal() => journald_layer(service),
         LogTarget::Auto => None,
     };
-    let stderr = journald.is_none().then(|| {
-        tracing_subscriber::fmt::layer()
+    match journald {
+        Some(journald) => journald.boxed(),
+        None => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_target(false)
-    });
-    // The log filter applies to the logs only: `log_filter = "warn"` must
-    // not silence the spans a trace is made of.
-    let logs = journald
-        .with_filter(log_filter(runtime))
-        .and_then(stderr.with_filter(log_filter(runtime)));
-    let installed = tracing_subscriber::registry()
-        .with(traces)
-        .with(logs)
-        .try_init();
-    if installed.is_err() {
-        tracing::debug!("a tracing subscriber was already installed");
-        return Ok(Tracing::default());
+            .boxed(),
     }
-    let _ = TRACES_ON.set(provider.is_some());
-    Ok(Tracing { provider })
 }
 
 /// [`init`] for logs alone (command-line tools, examples).
@@ -176,8 +192,12 @@ fn tracer_provider(
     let uri: axum::http::Uri = endpoint
         .parse()
         .map_err(|err: axum::http::uri::InvalidUri| invalid(err.to_string()))?;
-    if uri.scheme_str() != Some("http") && uri.scheme_str() != Some("https") {
-        return Err(invalid("expected http://host:port".to_owned()));
+    // No TLS in the exporter (yet): a collector across hosts is reached
+    // through a local agent, as the units allow loopback only.
+    if uri.scheme_str() != Some("http") {
+        return Err(invalid(
+            "expected http://host:port (the exporter speaks OTLP/gRPC without TLS)".to_owned(),
+        ));
     }
     // A lazily connected channel: a collector that starts later, or goes
     // away, costs exported spans, never the service's start or its requests.
@@ -189,9 +209,7 @@ fn tracer_provider(
         .map_err(|err| invalid(err.to_string()))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
-        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            sample_ratio,
-        ))))
+        .with_sampler(WithinRatio(Sampler::TraceIdRatioBased(sample_ratio)))
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service.to_owned())
@@ -202,6 +220,51 @@ fn tracer_provider(
                 .build(),
         )
         .build())
+}
+
+/// The sampler: a span whose parent is in this process follows its
+/// parent; a trace started here, or continued from a caller (another
+/// service, or a client of the broker), is kept when the trace id falls
+/// within `telemetry.sample_ratio` and the caller kept it too. The ratio
+/// test is a function of the trace id alone, so services with the same
+/// ratio decide alike and a trace is kept whole; and a client's
+/// `traceparent` cannot raise the share of requests recorded above the
+/// ratio (the stock parent-based sampler would record whatever a caller
+/// marks sampled).
+#[derive(Debug, Clone)]
+struct WithinRatio(Sampler);
+
+impl ShouldSample for WithinRatio {
+    fn should_sample(
+        &self,
+        parent_context: Option<&opentelemetry::Context>,
+        trace_id: opentelemetry::trace::TraceId,
+        name: &str,
+        span_kind: &opentelemetry::trace::SpanKind,
+        attributes: &[opentelemetry::KeyValue],
+        links: &[opentelemetry::trace::Link],
+    ) -> SamplingResult {
+        let parent = parent_context
+            .filter(|context| context.has_active_span())
+            .map(|context| context.span().span_context().clone());
+        let follow = |decision| SamplingResult {
+            decision,
+            attributes: Vec::new(),
+            trace_state: parent
+                .as_ref()
+                .map(|parent| parent.trace_state().clone())
+                .unwrap_or_default(),
+        };
+        match &parent {
+            Some(parent) if !parent.is_remote() && parent.is_sampled() => {
+                follow(SamplingDecision::RecordAndSample)
+            }
+            Some(parent) if !parent.is_sampled() => follow(SamplingDecision::Drop),
+            _ => self
+                .0
+                .should_sample(parent_context, trace_id, name, span_kind, attributes, links),
+        }
+    }
 }
 
 /// Makes the trace context a caller sent (`carrier`: its headers) the
@@ -274,14 +337,23 @@ pub fn call_span(downstream: &str, transport: &str, kind: SpanKind) -> Span {
     span
 }
 
-/// Marks a served request's span with its HTTP status, as an error when
-/// the status is a 5xx (a 4xx is the client's doing).
-pub fn answered(span: &Span, status: axum::http::StatusCode) {
-    if enabled() {
-        span.set_attribute("http.response.status_code", i64::from(status.as_u16()));
-        if status.is_server_error() {
-            span.set_status(opentelemetry::trace::Status::error(status.to_string()));
-        }
+/// Names a served request's span by its route (`POST /handle`; `other`
+/// for a path no route matched) and marks it with its HTTP status, as an
+/// error when the status is a 5xx (a 4xx is the client's doing).
+pub fn answered(span: &Span, method: &str, route: &str, status: axum::http::StatusCode) {
+    if !enabled() {
+        return;
+    }
+    let context = span.context();
+    let otel_span = context.span();
+    otel_span.update_name(format!("{method} {route}"));
+    otel_span.set_attribute(opentelemetry::KeyValue::new("http.route", route.to_owned()));
+    otel_span.set_attribute(opentelemetry::KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        otel_span.set_status(opentelemetry::trace::Status::error(status.to_string()));
     }
 }
 
@@ -310,22 +382,9 @@ pub fn record_trace_id(span: &Span) {
     }
     let context = span.context();
     let span_context = context.span().span_context().clone();
-    if span_context.is_valid() {
+    // An unsampled trace reaches no collector: its id would lead nowhere.
+    if span_context.is_sampled() {
         span.record("trace_id", tracing::field::display(span_context.trace_id()));
-    }
-}
-
-/// The current span's trace context, to be handed to work that runs later
-/// outside it (a queued event) and made its parent there with
-/// [`set_parent`]; `None` while traces are off.
-pub fn current_context() -> Option<opentelemetry::Context> {
-    enabled().then(|| Span::current().context())
-}
-
-/// Makes `parent` (from [`current_context`]) the parent of `span`.
-pub fn set_parent(span: &Span, parent: Option<&opentelemetry::Context>) {
-    if let Some(parent) = parent {
-        let _ = span.set_parent(parent.clone());
     }
 }
 
@@ -397,11 +456,15 @@ impl Extractor for Traceparent {
     }
 }
 
-/// HTTP headers as a carrier of trace context, both ways.
+/// Outgoing HTTP headers, written to.
 pub struct HeaderCarrier<'a>(pub &'a mut HeaderMap);
 
 impl Injector for HeaderCarrier<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator writes an empty `tracestate` when there is none.
+        if value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(&value),
@@ -448,5 +511,95 @@ fn stderr_is_journal() -> bool {
     match rustix::fs::fstat(std::io::stderr().as_fd()) {
         Ok(stat) => expected == format!("{}:{}", stat.st_dev, stat.st_ino),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
+    };
+
+    use super::*;
+
+    fn parent(remote: bool, sampled: bool, trace_id: TraceId) -> opentelemetry::Context {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+            trace_id,
+            SpanId::from(7),
+            flags,
+            remote,
+            TraceState::default(),
+        ))
+    }
+
+    fn decide(ratio: f64, parent: Option<&opentelemetry::Context>, trace_id: TraceId) -> bool {
+        WithinRatio(Sampler::TraceIdRatioBased(ratio))
+            .should_sample(
+                parent,
+                trace_id,
+                "span",
+                &opentelemetry::trace::SpanKind::Server,
+                &[],
+                &[],
+            )
+            .decision
+            == SamplingDecision::RecordAndSample
+    }
+
+    #[test]
+    fn a_caller_cannot_raise_the_share_of_traces_kept() {
+        let trace = TraceId::from(0x5eed_u128 << 64 | 0xffff_ffff_ffff_fff0);
+        // Ratio 0: nothing a caller sends is kept, whatever it marks.
+        assert!(!decide(0.0, Some(&parent(true, true, trace)), trace));
+        assert!(!decide(0.0, None, trace));
+        // A span inside the process follows its parent.
+        assert!(decide(0.0, Some(&parent(false, true, trace)), trace));
+        // Ratio 1: a caller's decision holds either way.
+        assert!(decide(1.0, Some(&parent(true, true, trace)), trace));
+        assert!(!decide(1.0, Some(&parent(true, false, trace)), trace));
+    }
+
+    #[test]
+    fn services_with_the_same_ratio_keep_the_same_traces() {
+        let mut kept = 0;
+        for n in 0..1_000_u128 {
+            let trace = TraceId::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));
+            let started_here = decide(0.25, None, trace);
+            let continued = decide(0.25, Some(&parent(true, started_here, trace)), trace);
+            assert_eq!(started_here, continued, "trace {trace} split");
+            kept += usize::from(started_here);
+        }
+        assert!((150..350).contains(&kept), "{kept} of 1000 kept at 0.25");
+    }
+
+    #[test]
+    fn an_empty_tracestate_is_not_sent() {
+        let trace = TraceId::from(0x0af7_6519_16cd_43dd_8448_eb21_1c80_319c_u128);
+        let mut headers = HeaderMap::new();
+        inject_context(&parent(true, true, trace), &mut HeaderCarrier(&mut headers));
+        assert_eq!(
+            headers
+                .get("traceparent")
+                .and_then(|value| value.to_str().ok()),
+            Some("00-0af7651916cd43dd8448eb211c80319c-0000000000000007-01")
+        );
+        assert!(headers.get("tracestate").is_none(), "{headers:?}");
+        let extracted = TraceContextPropagator::new().extract(&HeaderExtractor(&headers));
+        assert_eq!(extracted.span().span_context().trace_id(), trace);
+    }
+
+    #[test]
+    fn traces_off_send_and_read_nothing() {
+        // No subscriber with traces is installed in unit tests.
+        assert!(!enabled());
+        let mut headers = HeaderMap::new();
+        inject_headers(&mut headers);
+        assert!(headers.is_empty(), "{headers:?}");
+        assert_eq!(traceparent(), None);
     }
 }

@@ -424,6 +424,51 @@ mod tests {
         );
     }
 
+    /// What a caller built before `traceparent` existed sends (a struct is
+    /// an array by position): it decodes, with the new field empty.
+    #[test]
+    fn a_batched_entry_without_its_later_fields_decodes() {
+        use std::pin::Pin;
+        use tokio_serde::{Deserializer as _, Serializer as _};
+
+        #[derive(Serialize)]
+        struct Before {
+            entry: LogEntry,
+            request_id: Option<String>,
+        }
+        #[derive(Serialize)]
+        struct First {
+            entry: LogEntry,
+        }
+        let entry = LogEntry {
+            name: "event".into(),
+            data: "data".into(),
+            id: Some("id-1".into()),
+        };
+        let mut codec = MessagePack::<BatchedEntry, Before>::default();
+        let bytes = Pin::new(&mut codec)
+            .serialize(&Before {
+                entry: entry.clone(),
+                request_id: Some("req-1".into()),
+            })
+            .expect("encodes");
+        let decoded = Pin::new(&mut codec)
+            .deserialize(&bytes::BytesMut::from(&bytes[..]))
+            .expect("decodes");
+        assert_eq!(decoded, BatchedEntry::new(entry.clone(), Some("req-1")));
+
+        let mut codec = MessagePack::<BatchedEntry, First>::default();
+        let bytes = Pin::new(&mut codec)
+            .serialize(&First {
+                entry: entry.clone(),
+            })
+            .expect("encodes");
+        let decoded = Pin::new(&mut codec)
+            .deserialize(&bytes::BytesMut::from(&bytes[..]))
+            .expect("decodes");
+        assert_eq!(decoded, BatchedEntry::new(entry, None));
+    }
+
     /// A door that accepts and never answers: the call fails as no answer,
     /// and the connection, possibly half-open, is dropped for the next call.
     #[tokio::test]
