@@ -31,6 +31,11 @@ enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// Internal: an OTLP/gRPC collector that counts spans (for
+    /// scripts/profile-edge): prints its endpoint, serves until stdin closes,
+    /// then prints the spans it received.
+    #[command(hide = true)]
+    ServeCollector,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +146,23 @@ fn parse_setting(text: &str) -> Result<(ServiceName, String, String), String> {
     Ok((service, key.to_owned(), value.to_owned()))
 }
 
+async fn serve_collector() -> ExitCode {
+    let collector = match switchboard_testkit::otlp::Collector::start_counting() {
+        Ok(collector) => collector,
+        Err(err) => {
+            eprintln!("serve-collector: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("{}", collector.endpoint());
+    // The caller holds stdin open for as long as the collector is wanted.
+    let _ =
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await;
+    println!("spans {}", collector.span_count());
+    ExitCode::SUCCESS
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -154,6 +176,7 @@ async fn main() -> ExitCode {
                 }
             };
         }
+        Command::ServeCollector => return serve_collector().await,
         Command::All(args) => (args, false),
         Command::Smoke(args) => (args, true),
     };
