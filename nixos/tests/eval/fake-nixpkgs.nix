@@ -39,6 +39,7 @@ let
       "netcat"
       "chromium"
       "chromedriver"
+      "prometheus"
     ];
   };
   inherit (stub._stub) mkFake;

@@ -162,7 +162,8 @@ def main():
     if app["type"] != "app" or app["program"] != app["devStackPath"] + "/bin/switchboard-dev-stack":
         p.append(f"apps.default {app}")
     # flake.nix's devServers: both MongoDB-protocol servers (--mongodb-server ferretdb picks FerretDB).
-    dev_servers = ["postgresql", "rabbitmq-server", "erlang", "mongodb-ce", "ferretdb", "mailhog", "mailhog-lowercase"]
+    dev_servers = ["postgresql", "rabbitmq-server", "erlang", "mongodb-ce", "ferretdb", "mailhog", "mailhog-lowercase",
+                   "prometheus"]
     for needed in ["switchboard"] + dev_servers:
         if not has(app["runtimeInputs"], needed):
             p.append(f"{needed} on the dev stack's PATH")
