@@ -123,6 +123,15 @@ pub fn init(
                     // Busy and idle times per span cost two clock reads per
                     // poll; a span's duration is what a trace shows.
                     .with_tracked_inactivity(false)
+                    // Nothing here reads OpenTelemetry's own current
+                    // context (tarpc and ours go through the spans), so
+                    // entering a span need not install it: a thread-local
+                    // swap on every poll.
+                    .with_context_activation(false)
+                    // Log events stay out of the spans (each would be a span
+                    // event, formatted whether or not its trace is kept):
+                    // the journal has them under TRACE_ID.
+                    .with_counting_event_filter(tracing_subscriber::filter::filter_fn(|_| false))
                     .with_filter(traced_spans()),
             )
             .try_init(),
