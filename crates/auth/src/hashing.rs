@@ -221,15 +221,7 @@ impl PasswordHasher {
             }
             done
         });
-        let span = || {
-            let span = tracing::info_span!(
-                "bcrypt",
-                otel.kind = tracing::field::Empty,
-                otel.name = tracing::field::Empty,
-            );
-            telemetry::describe(&span, SpanKind::Internal, format_args!("bcrypt"));
-            span
-        };
+        let span = || telemetry::step_span("bcrypt", SpanKind::Internal);
         Ok(telemetry::traced(span, task).await?)
     }
 }

@@ -91,15 +91,7 @@ impl Ingest {
         // The entry's time in the group commit: waiting for its batch and
         // the batch's insert.
         telemetry::traced(
-            || {
-                let span = tracing::info_span!(
-                    "store insert",
-                    otel.kind = tracing::field::Empty,
-                    otel.name = tracing::field::Empty,
-                );
-                telemetry::describe(&span, SpanKind::Client, format_args!("store insert"));
-                span
-            },
+            || telemetry::step_span("store insert", SpanKind::Client),
             self.writer.write(&entry),
         )
         .await?;

@@ -349,6 +349,20 @@ pub fn call_span(downstream: &str, transport: &str, kind: SpanKind) -> Span {
     span
 }
 
+/// A span for a step of the work (`bcrypt`, `store insert`), named `name`
+/// in the trace; use it through [`traced`], so that it exists only while
+/// traces are on.
+pub fn step_span(name: &str, kind: SpanKind) -> Span {
+    let span = tracing::info_span!(
+        "step",
+        step = name,
+        otel.kind = tracing::field::Empty,
+        otel.name = tracing::field::Empty,
+    );
+    describe(&span, kind, format_args!("{name}"));
+    span
+}
+
 /// Names a served request's span by its route (`POST /handle`; `other`
 /// for a path no route matched) and marks it with its HTTP status, as an
 /// error when the status is a 5xx (a 4xx is the client's doing).
