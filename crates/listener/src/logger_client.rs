@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use switchboard_runtime::metrics::{CallOutcome, Metrics, Outbound, Transport};
 use switchboard_runtime::telemetry::{self, SpanKind};
 use switchboard_wire::LogEntry;
-use switchboard_wire::rpc::{BatchedEntry, RpcConnection, RpcError};
+use switchboard_wire::rpc::{BatchedEntry, RpcConnection, RpcError, log_one};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::Instrument as _;
 
@@ -170,23 +170,15 @@ async fn forward_rpc(
     request_id: Option<&str>,
     timeout: Duration,
 ) -> Result<(), ForwardError> {
-    // A batch of one, which carries the request id (tarpc's context carries
-    // the trace).
-    let batch = vec![BatchedEntry::new(entry.clone(), request_id)];
+    let entry = entry.clone();
+    let request_id = request_id.map(str::to_owned);
     let reply = connection
         .call(timeout, |client, ctx| async move {
-            client.log_entries(ctx, batch).await
+            log_one(&client, ctx, entry, request_id.as_deref()).await
         })
         .await
         .map_err(|failure| ForwardError::Unavailable(failure.to_string()))?;
-    match reply {
-        Ok(mut outcomes) if outcomes.len() == 1 => verdict(outcomes.remove(0)),
-        Ok(outcomes) => Err(ForwardError::Unavailable(format!(
-            "the logger answered a call of one entry with {} outcomes",
-            outcomes.len()
-        ))),
-        Err(refused) => Err(ForwardError::Unavailable(refused.to_string())),
-    }
+    verdict(reply)
 }
 
 async fn forward_batched(
@@ -364,13 +356,14 @@ async fn forward_http(
     entry: &LogEntry,
     request_id: Option<&str>,
 ) -> Result<(), ForwardError> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    telemetry::inject_headers(&mut headers);
-    let mut request = client.post(log_url).headers(headers).json(&HttpEntry {
-        name: &entry.name,
-        data: &entry.data,
-        id: entry.id.as_deref(),
-    });
+    let mut request = client
+        .post(log_url)
+        .headers(telemetry::trace_headers())
+        .json(&HttpEntry {
+            name: &entry.name,
+            data: &entry.data,
+            id: entry.id.as_deref(),
+        });
     if let Some(request_id) = request_id {
         request = request.header(switchboard_runtime::http::REQUEST_ID_HEADER, request_id);
     }

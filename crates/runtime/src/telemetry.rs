@@ -432,6 +432,14 @@ pub fn inject_headers(headers: &mut HeaderMap) {
     inject(&mut HeaderCarrier(headers));
 }
 
+/// The current span's trace context as headers of their own, for an
+/// outgoing request to continue the trace (none while traces are off).
+pub fn trace_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    inject_headers(&mut headers);
+    headers
+}
+
 /// The current span's `traceparent`, for carriers that are not header
 /// maps (an entry of a tarpc batch); `None` while traces are off.
 pub fn traceparent() -> Option<String> {

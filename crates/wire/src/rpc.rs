@@ -308,6 +308,26 @@ impl RpcConnection {
     }
 }
 
+/// Stores one entry of the caller's own request as a batch of one, which
+/// carries its request id (tarpc's context carries the trace, not the
+/// request id): the entry's outcome, or the call's transport failure.
+pub async fn log_one(
+    client: &LogRpcClient,
+    ctx: tarpc::context::Context,
+    entry: LogEntry,
+    request_id: Option<&str>,
+) -> Result<Result<String, RpcError>, tarpc::client::RpcError> {
+    let outcomes = client
+        .log_entries(ctx, vec![BatchedEntry::new(entry, request_id)])
+        .await?;
+    Ok(outcomes.and_then(|mut outcomes| match outcomes.len() {
+        1 => outcomes.remove(0),
+        n => Err(RpcError::Unavailable(format!(
+            "the logger answered a call of one entry with {n} outcomes"
+        ))),
+    }))
+}
+
 /// A call context whose deadline is `timeout` from now. Its trace context
 /// is the current span's: tarpc fills it from the span when traces are on,
 /// so the logger's spans join the caller's trace.
@@ -422,6 +442,14 @@ mod tests {
                 Ok(format!("Processed payload via RPC:c|{id}|{traceparent}")),
             ])
         );
+        let lone = log_one(&client, context(timeout), entry("d"), Some(id))
+            .await
+            .expect("transport");
+        assert_eq!(lone, Ok(format!("Processed payload via RPC:d|{id}|")));
+        let refused = log_one(&client, context(timeout), entry("e"), None)
+            .await
+            .expect("transport");
+        assert_eq!(refused, Err(RpcError::Invalid("refused e".into())));
     }
 
     /// What a caller built before `traceparent` existed sends (a struct is

@@ -67,7 +67,11 @@ impl HttpClient {
         request_id: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<HttpReply, DownstreamError> {
-        let mut request = self.client.post(url).json(body).headers(trace_headers());
+        let mut request = self
+            .client
+            .post(url)
+            .json(body)
+            .headers(switchboard_runtime::telemetry::trace_headers());
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }
@@ -114,7 +118,10 @@ impl HttpClient {
         url: &str,
         request_id: Option<&str>,
     ) -> Result<(StatusCode, serde_json::Value), DownstreamError> {
-        let mut request = self.client.get(url).headers(trace_headers());
+        let mut request = self
+            .client
+            .get(url)
+            .headers(switchboard_runtime::telemetry::trace_headers());
         if let Some(id) = request_id {
             request = request.header(REQUEST_ID_HEADER, id);
         }
@@ -160,14 +167,6 @@ impl HttpClient {
             Ok(Ok(response)) => Err(format!("answered {}", response.status())),
         }
     }
-}
-
-/// The current span's `traceparent`, for the downstream to continue the
-/// trace (no headers while traces are off).
-fn trace_headers() -> reqwest::header::HeaderMap {
-    let mut headers = reqwest::header::HeaderMap::new();
-    switchboard_runtime::telemetry::inject_headers(&mut headers);
-    headers
 }
 
 fn transport_error(downstream: Downstream, err: &reqwest::Error) -> DownstreamError {

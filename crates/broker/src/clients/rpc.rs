@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use switchboard_wire::LogEntry;
 use switchboard_wire::rpc::{
-    self, BatchedEntry, Connected, LogRpcClient, RpcConnection, RpcError as LoggerError,
+    self, Connected, LogRpcClient, RpcConnection, RpcError as LoggerError,
 };
 use tarpc::client::RpcError;
 use tokio::time::Instant;
@@ -100,23 +100,7 @@ impl RpcLogger {
     ) -> Attempt {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let ctx = rpc::context(remaining);
-        // A batch of one: an entry of a batch carries its request id, which
-        // tarpc's context has no place for (its trace id is the trace's).
-        let batch = vec![BatchedEntry::new(entry.clone(), request_id)];
-        let answer = match client.log_entries(ctx, batch).await {
-            Ok(Ok(mut outcomes)) if outcomes.len() == 1 => Ok(outcomes.remove(0)),
-            Ok(Ok(outcomes)) => {
-                return Attempt::Done(Err(DownstreamError::failed(
-                    DOWNSTREAM,
-                    format!(
-                        "answered a call of one entry with {} outcomes",
-                        outcomes.len()
-                    ),
-                )));
-            }
-            Ok(Err(err)) => Ok(Err(err)),
-            Err(err) => Err(err),
-        };
+        let answer = rpc::log_one(client, ctx, entry.clone(), request_id).await;
         match answer {
             Ok(Ok(_reply)) => Attempt::Done(Ok(())),
             Ok(Err(LoggerError::Invalid(message))) => {
