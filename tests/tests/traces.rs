@@ -376,3 +376,62 @@ async fn a_request_span_is_named_by_its_route_never_by_a_client_s_path() {
         "{request:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trace_the_client_did_not_keep_is_kept_nowhere() {
+    if servers_disabled() {
+        return;
+    }
+    let traced = tokio::task::spawn_blocking(traced).await.expect("stack");
+    // Requests whose trace the client did not keep (flags 00), over every
+    // path a trace takes: each service after the broker must hear that the
+    // trace is not kept, or it would start (and keep) one of its own.
+    let (unkept_trace, sampled) = client_trace();
+    let unkept = format!("{}-00", sampled.trim_end_matches("-01"));
+    let request_id = format!("unkept-{:x}", rand_u128() as u64);
+    let login = json!({
+        "action": "auth",
+        "auth": {"email": DEV_USER_EMAIL, "password": DEV_USER_PASSWORD},
+    });
+    let mut bodies = vec![login.clone()];
+    for via in ["rpc", "grpc", "http", "amqp"] {
+        bodies.push(log_action(
+            &format!("unkept-{via}"),
+            "not followed",
+            Some(via),
+        ));
+    }
+    for body in &bodies {
+        let response = client()
+            .post(format!("{}/handle", traced.stack.broker_url()))
+            .header("traceparent", &unkept)
+            .header("x-request-id", &request_id)
+            .json(body)
+            .send()
+            .await
+            .expect("the broker answers");
+        let status = response.status().as_u16();
+        assert!(status == 200 || status == 202, "{body} answered {status}");
+    }
+    // The same paths, kept: once their traces have arrived whole, every
+    // service has exported what it ended before them.
+    for body in &bodies {
+        let (_, traceparent) = client_trace();
+        let status = post_traced(traced, body, &traceparent).await;
+        assert!(status == 200 || status == 202, "{body} answered {status}");
+        trace_reaching(traced, &traceparent, "switchboard-logger", "store insert").await;
+    }
+    let leaked: Vec<_> = traced
+        .collector
+        .spans()
+        .into_iter()
+        .filter(|span| {
+            span.trace_id == unkept_trace || span.attribute("request_id") == Some(&request_id)
+        })
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "spans of requests whose trace was not kept reached the collector:\n{}",
+        render_tree(&leaked)
+    );
+}

@@ -105,9 +105,11 @@ impl LoginEvent {
     /// The span of this event's publish, from publishing to RabbitMQ's
     /// confirm, in the login's trace (a disabled span while traces are off).
     fn publish_span(&self) -> tracing::Span {
-        let span = telemetry::call_span("rabbitmq", "amqp", SpanKind::Producer);
-        telemetry::adopt_traceparent(&span, self.traceparent.as_deref());
-        span
+        telemetry::entry_from_traceparent(self.traceparent.as_deref()).call_span(
+            "rabbitmq",
+            "amqp",
+            SpanKind::Producer,
+        )
     }
 
     /// The message's properties; the headers carry `span`'s trace context.

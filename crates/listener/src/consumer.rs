@@ -29,7 +29,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use switchboard_runtime::amqp::{AmqpEndpoint, Connector, link};
-use switchboard_runtime::telemetry::{self, SpanKind};
+use switchboard_runtime::telemetry::SpanKind;
 use switchboard_runtime::{Shutdown, lifecycle};
 use switchboard_wire::LogLimits;
 use tokio::task::JoinSet;
@@ -210,24 +210,21 @@ fn delivery_span(delivery: &Delivery) -> tracing::Span {
         .headers()
         .as_ref()
         .and_then(|headers| event::header_text(headers, event::REQUEST_ID_HEADER));
-    let span = tracing::info_span!(
-        "delivery",
-        routing_key = %delivery.routing_key,
-        message_id = message_id.as_deref().unwrap_or(""),
-        request_id = request_id.as_deref().unwrap_or(""),
-        trace_id = tracing::field::Empty,
-        otel.kind = tracing::field::Empty,
-        otel.name = tracing::field::Empty,
-    );
-    if telemetry::enabled() {
-        telemetry::describe(
-            &span,
-            SpanKind::Consumer,
-            format_args!("{} process", delivery.routing_key),
-        );
-        switchboard_runtime::amqp::trace::adopt_parent(&span, properties.headers().as_ref());
-    }
-    span
+    switchboard_runtime::amqp::trace::entry(properties.headers().as_ref()).span(
+        SpanKind::Consumer,
+        format_args!("{} process", delivery.routing_key),
+        || {
+            tracing::info_span!(
+                "delivery",
+                routing_key = %delivery.routing_key,
+                message_id = message_id.as_deref().unwrap_or(""),
+                request_id = request_id.as_deref().unwrap_or(""),
+                trace_id = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
+                otel.name = tracing::field::Empty,
+            )
+        },
+    )
 }
 
 /// Forwards one delivery and settles it.

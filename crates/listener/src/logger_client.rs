@@ -284,13 +284,12 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
     let count = entries.len();
     // The call's own spans (tarpc's) join the first event's trace; each
     // entry's span at the logger joins its own event's.
-    let span = telemetry::call_span("logger", "rpc batch", SpanKind::Internal);
-    telemetry::adopt_traceparent(
-        &span,
+    let span = telemetry::entry_from_traceparent(
         entries
             .first()
             .and_then(|first| first.traceparent.as_deref()),
-    );
+    )
+    .call_span("logger", "rpc batch", SpanKind::Internal);
     let settle = |outcome: Result<(), ForwardError>, senders: Vec<oneshot::Sender<_>>| {
         for sender in senders {
             // The delivery's task is gone (shutdown): nothing to tell it.

@@ -65,16 +65,20 @@ impl LogService for GrpcDoor {
                     Status::invalid_argument(EntryError::IdNotVisibleAscii.message())
                 })?),
             };
-        let span = tracing::info_span!(
-            "grpc",
-            method = "WriteLog",
-            request_id = %request_id,
-            trace_id = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            otel.name = tracing::field::Empty,
+        let span = telemetry::entry(&HeaderExtractor(request.metadata().as_ref())).span(
+            SpanKind::Server,
+            format_args!("LogService/WriteLog"),
+            || {
+                tracing::info_span!(
+                    "grpc",
+                    method = "WriteLog",
+                    request_id = %request_id,
+                    trace_id = tracing::field::Empty,
+                    otel.kind = tracing::field::Empty,
+                    otel.name = tracing::field::Empty,
+                )
+            },
         );
-        telemetry::describe(&span, SpanKind::Server, format_args!("LogService/WriteLog"));
-        telemetry::adopt_parent(&span, &HeaderExtractor(request.metadata().as_ref()));
         async move {
             let Some(log) = request.into_inner().log_entry else {
                 return Err(Status::invalid_argument(

@@ -60,20 +60,20 @@ impl RpcDoor {
         entry: LogEntry,
     ) -> Result<String, RpcError> {
         let LogEntry { name, data, id } = entry;
-        let span = tracing::info_span!(
-            "rpc",
-            method,
-            request_id = request_id.as_deref().unwrap_or("-"),
-            trace_id = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            otel.name = tracing::field::Empty,
-        );
-        telemetry::describe(
-            &span,
+        let span = telemetry::entry_from_traceparent(traceparent.as_deref()).span(
             SpanKind::Internal,
             format_args!("LogRpc.{method} entry"),
+            || {
+                tracing::info_span!(
+                    "rpc",
+                    method,
+                    request_id = request_id.as_deref().unwrap_or("-"),
+                    trace_id = tracing::field::Empty,
+                    otel.kind = tracing::field::Empty,
+                    otel.name = tracing::field::Empty,
+                )
+            },
         );
-        telemetry::adopt_traceparent(&span, traceparent.as_deref());
         async move {
             match self.ingest.log(Door::rpc, name, data, id).await {
                 Ok(entry) => {

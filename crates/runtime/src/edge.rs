@@ -90,26 +90,26 @@ where
                 id
             }
         };
-        let span = tracing::info_span!(
-            "request",
-            method = %request.method(),
-            path = %request.uri().path(),
-            request_id = %id.to_str().unwrap_or("-"),
-            trace_id = tracing::field::Empty,
-            otel.kind = tracing::field::Empty,
-            otel.name = tracing::field::Empty,
-        );
+        let trace = telemetry::entry(&HeaderExtractor(request.headers()));
+        let is_traced = trace.is_traced();
         // Named by its method until the answer says its route: a client's
         // path never names a span (nor labels a metric).
-        let traced = telemetry::enabled().then(|| {
-            telemetry::describe(
-                &span,
-                SpanKind::Server,
-                format_args!("{}", method_label(request.method())),
-            );
-            telemetry::adopt_parent(&span, &HeaderExtractor(request.headers()));
-            span.clone()
-        });
+        let span = trace.span(
+            SpanKind::Server,
+            format_args!("{}", method_label(request.method())),
+            || {
+                tracing::info_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                    request_id = %id.to_str().unwrap_or("-"),
+                    trace_id = tracing::field::Empty,
+                    otel.kind = tracing::field::Empty,
+                    otel.name = tracing::field::Empty,
+                )
+            },
+        );
+        let traced = is_traced.then(|| span.clone());
         // The method and URI are reference-counted: kept for the metrics at
         // no allocation.
         let mut counted = Counted {
@@ -151,7 +151,7 @@ struct Counted {
     uri: axum::http::Uri,
     started: Instant,
     answered: bool,
-    /// The request's span while traces are on, to be named by the route
+    /// The request's span while its trace is kept, to be named by the route
     /// and marked by the status (also when the deadline drops the request).
     traced: Option<tracing::Span>,
 }

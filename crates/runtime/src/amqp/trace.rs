@@ -4,7 +4,6 @@
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use opentelemetry::propagation::{Extractor, Injector};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::telemetry;
 
@@ -17,16 +16,14 @@ pub fn inject(headers: &mut FieldTable) {
 /// Adds `span`'s trace context to `headers`: the span of a publish that
 /// runs outside the work that produced the message (a queued event).
 pub fn inject_span(span: &tracing::Span, headers: &mut FieldTable) {
-    if telemetry::enabled() {
-        telemetry::inject_context(&span.context(), &mut HeadersCarrier(headers));
-    }
+    telemetry::inject_span(span, &mut HeadersCarrier(headers));
 }
 
-/// Makes the trace a message's headers carry the parent of `span` (not yet
-/// entered) and records its trace id; a message without one starts a trace.
-pub fn adopt_parent(span: &tracing::Span, headers: Option<&FieldTable>) {
+/// The trace of a message consumed: the one its headers carry, or a new
+/// one.
+pub fn entry(headers: Option<&FieldTable>) -> telemetry::Entry {
     let empty = FieldTable::default();
-    telemetry::adopt_parent(span, &HeadersReader(headers.unwrap_or(&empty)));
+    telemetry::entry(&HeadersReader(headers.unwrap_or(&empty)))
 }
 
 struct HeadersCarrier<'a>(&'a mut FieldTable);

@@ -10,10 +10,12 @@
 //! Traces: with `telemetry.otlp_endpoint` set, `tracing-opentelemetry` turns
 //! the services' spans into OpenTelemetry spans exported over OTLP/gRPC, and
 //! the W3C `traceparent` travels on every hop: HTTP headers and gRPC metadata
-//! ([`inject_headers`], [`adopt_parent`] with [`HeaderCarrier`]), AMQP
-//! message headers (the `amqp` module's carrier), and tarpc's own context,
-//! which tarpc fills from the same spans. Without an endpoint none of this
-//! runs: [`enabled`] is false and every helper here returns at once.
+//! ([`inject_headers`], [`entry`] with [`HeaderExtractor`]), AMQP message
+//! headers (the `amqp` module's carrier), and tarpc's own context, which
+//! tarpc fills from the same spans. Whether a trace is kept is decided where
+//! its work enters a service ([`entry`]), so that the spans of traces not
+//! kept cost no OpenTelemetry work. Without an endpoint none of this runs:
+//! [`enabled`] is false and every helper here returns at once.
 
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
@@ -35,6 +37,10 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use crate::config::{LogTarget, RuntimeSettings, TelemetrySettings};
+
+mod entry;
+
+pub use entry::{Entry, entry, entry_from_traceparent};
 
 /// Why traces could not be set up; the service does not start (an operator
 /// who asked for traces should not find out later that there are none).
@@ -87,10 +93,15 @@ impl TraceExporter {
 
 /// Whether traces are on in this process (an OTLP endpoint was configured).
 pub fn enabled() -> bool {
-    TRACES_ON.get().copied().unwrap_or(false)
+    sample_ratio().is_some()
 }
 
-static TRACES_ON: OnceLock<bool> = OnceLock::new();
+/// `telemetry.sample_ratio` while traces are on.
+fn sample_ratio() -> Option<f64> {
+    SAMPLE_RATIO.get().copied().flatten()
+}
+
+static SAMPLE_RATIO: OnceLock<Option<f64>> = OnceLock::new();
 
 /// Installs the global subscriber for `service` (e.g. `switchboard-auth`):
 /// logs as `runtime` says, and traces when `telemetry` names an endpoint.
@@ -111,42 +122,79 @@ pub fn init(
     };
     // The log filter applies to the logs only: `log_filter = "warn"` must
     // not silence the spans a trace is made of.
-    let logs = tracing_subscriber::registry()
-        .with(logs_layer(service, runtime).with_filter(log_filter(runtime)));
+    let logs = logs_layer(service, runtime);
     let installed = match &provider {
-        Some(provider) => logs
-            .with(
-                tracing_opentelemetry::layer()
-                    .with_tracer(provider.tracer("switchboard"))
-                    .with_threads(false)
-                    .with_location(false)
-                    // Busy and idle times per span cost two clock reads per
-                    // poll; a span's duration is what a trace shows.
-                    .with_tracked_inactivity(false)
-                    // Nothing here reads OpenTelemetry's own current
-                    // context (tarpc and ours go through the spans), so
-                    // entering a span need not install it: a thread-local
-                    // swap on every poll.
-                    .with_context_activation(false)
-                    // Log events stay out of the spans (each would be a span
-                    // event, formatted whether or not its trace is kept):
-                    // the journal has them under TRACE_ID.
-                    .with_counting_event_filter(tracing_subscriber::filter::filter_fn(|_| false))
-                    .with_filter(traced_spans()),
-            )
+        Some(provider) => {
+            traced_subscriber(logs, log_filter(runtime), provider.tracer("switchboard")).try_init()
+        }
+        None => tracing_subscriber::registry()
+            .with(logs_layer(service, runtime).with_filter(log_filter(runtime)))
             .try_init(),
-        None => logs.try_init(),
     };
     if installed.is_err() {
         tracing::debug!("a tracing subscriber was already installed");
         return Ok(TraceExporter::default());
     }
-    let _ = TRACES_ON.set(provider.is_some());
+    let _ = SAMPLE_RATIO.set(provider.is_some().then_some(telemetry.sample_ratio));
     Ok(TraceExporter { provider })
 }
 
+/// The subscriber while traces are on: the logs, under `log_filter` or-ed
+/// with every span a trace is made of, so that the entry span of a trace
+/// not kept exists (its fields then show in the log lines) and
+/// [`entry::UnkeptMarks`], under the same filter, marks it; and the trace
+/// layer, which turns the spans of kept traces into OpenTelemetry spans.
+/// (Every layer has a filter of its own: one without, even innermost, would
+/// turn each call site the others all turn down, hyper's `trace!` lines,
+/// into one asked on every call. Each filtered layer costs a span look-up on
+/// every enter and exit, so the marks share the logs' filter.)
+fn traced_subscriber<L>(
+    logs: L,
+    log_filter: EnvFilter,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+) -> impl tracing::Subscriber
++ for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>
++ Send
++ Sync
+where
+    L: Layer<Registry> + Send + Sync + 'static,
+{
+    use tracing_subscriber::filter::FilterExt as _;
+    let spans_of_traces = tracing_subscriber::filter::filter_fn(|meta| {
+        meta.is_span() && traced_spans().would_enable(meta.target(), meta.level())
+    });
+    tracing_subscriber::registry()
+        .with(
+            logs.and_then(entry::UnkeptMarks)
+                .with_filter(log_filter.or(spans_of_traces)),
+        )
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_threads(false)
+                .with_location(false)
+                // Busy and idle times per span cost two clock reads per
+                // poll; a span's duration is what a trace shows.
+                .with_tracked_inactivity(false)
+                // Nothing here reads OpenTelemetry's own current context
+                // (tarpc and ours go through the spans), so entering a span
+                // need not install it: a thread-local swap on every poll.
+                .with_context_activation(false)
+                // Log events stay out of the spans (each would be a span
+                // event, formatted whether or not its trace is kept): the
+                // journal has them under TRACE_ID.
+                .with_counting_event_filter(tracing_subscriber::filter::filter_fn(|_| false))
+                .with_filter(entry::KeptTraces {
+                    spans: traced_spans(),
+                }),
+        )
+}
+
 /// Journald under systemd (or when asked), stderr otherwise.
-fn logs_layer(service: &str, runtime: &RuntimeSettings) -> Box<dyn Layer<Registry> + Send + Sync> {
+fn logs_layer<S>(service: &str, runtime: &RuntimeSettings) -> Box<dyn Layer<S> + Send + Sync>
+where
+    S: tracing::Subscriber + for<'lookup> tracing_subscriber::registry::LookupSpan<'lookup>,
+{
     let journald = match runtime.log_target {
         LogTarget::Stderr => None,
         LogTarget::Journald => journald_layer(service),
@@ -222,6 +270,7 @@ fn tracer_provider(
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(WithinRatio(Sampler::TraceIdRatioBased(sample_ratio)))
+        .with_id_generator(entry::PresetIds::default())
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service.to_owned())
@@ -279,22 +328,26 @@ impl ShouldSample for WithinRatio {
     }
 }
 
-/// Makes the trace context a caller sent (`carrier`: its headers) the
-/// parent of `span`, a span that was just created and not yet entered, and
-/// records the trace id in the span's `trace_id` field (declared `Empty`),
-/// so that its log lines carry `TRACE_ID`. Without a context in the carrier
-/// the span starts a trace. Does nothing while traces are off.
-pub fn adopt_parent(span: &Span, carrier: &dyn Extractor) {
-    if !enabled() {
-        return;
-    }
-    let parent = TraceContextPropagator::new().extract(carrier);
-    if parent.span().span_context().is_valid() {
-        // Only fails for a span already started or disabled; then it keeps
-        // the parent it has.
-        let _ = span.set_parent(parent);
-    }
-    record_trace_id(span);
+/// The trace context in `carrier` (empty when it has none).
+fn extract(carrier: &dyn Extractor) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(carrier)
+}
+
+/// Whether a trace id falls within `ratio`: the test of the sampler's
+/// [`Sampler::TraceIdRatioBased`], so an early decision and the sampler's
+/// agree.
+fn within_ratio(ratio: f64, trace_id: opentelemetry::trace::TraceId) -> bool {
+    Sampler::TraceIdRatioBased(ratio)
+        .should_sample(
+            None,
+            trace_id,
+            "",
+            &opentelemetry::trace::SpanKind::Internal,
+            &[],
+            &[],
+        )
+        .decision
+        == SamplingDecision::RecordAndSample
 }
 
 /// What a span is in a trace: a request served, a call made, a message
@@ -322,36 +375,45 @@ impl SpanKind {
 
 /// Names `span` in the trace (`otel.name`, e.g. `POST /handle`) and gives
 /// its kind. The span declares both fields `Empty`, so the logs show them
-/// only while traces are on. Call before the span is entered.
-pub fn describe(span: &Span, kind: SpanKind, name: std::fmt::Arguments<'_>) {
-    if enabled() {
-        span.record("otel.kind", kind.as_str());
-        span.record("otel.name", tracing::field::display(name));
-    }
+/// only while traces are on (the only time this is called). Call before the
+/// span is entered.
+fn describe(span: &Span, kind: SpanKind, name: std::fmt::Arguments<'_>) {
+    span.record("otel.kind", kind.as_str());
+    span.record("otel.name", tracing::field::display(name));
 }
 
 /// A span for a call to `downstream` (`auth`, `logger`, `rabbitmq`) over
 /// `transport` (`http`, `grpc`, `rpc`, `amqp`), named `downstream transport`
-/// in the trace; a disabled span while traces are off. Mark a failure with
-/// [`failed`].
+/// in the trace; a disabled span while traces are off or the current trace
+/// is not kept. Mark a failure with [`failed`].
 pub fn call_span(downstream: &str, transport: &str, kind: SpanKind) -> Span {
-    if !enabled() {
+    if !in_kept_trace() {
         return Span::none();
     }
-    let span = tracing::info_span!(
+    let span = new_call_span(downstream, transport);
+    describe(&span, kind, format_args!("{downstream} {transport}"));
+    span
+}
+
+fn new_call_span(downstream: &str, transport: &str) -> Span {
+    tracing::info_span!(
         "call",
         downstream,
         transport,
         otel.kind = tracing::field::Empty,
         otel.name = tracing::field::Empty,
-    );
-    describe(&span, kind, format_args!("{downstream} {transport}"));
-    span
+    )
+}
+
+/// Whether traces are on and the current span is in a kept trace: the test
+/// before making a span only a trace would show.
+fn in_kept_trace() -> bool {
+    enabled() && Span::current().context().span().span_context().is_sampled()
 }
 
 /// A span for a step of the work (`bcrypt`, `store insert`), named `name`
-/// in the trace; use it through [`traced`], so that it exists only while
-/// traces are on.
+/// in the trace; use it through [`traced`], so that it exists only in a
+/// kept trace.
 pub fn step_span(name: &str, kind: SpanKind) -> Span {
     let span = tracing::info_span!(
         "step",
@@ -390,22 +452,19 @@ pub fn failed(span: &Span, why: &dyn std::fmt::Display) {
     }
 }
 
-/// Runs `work` inside the span `span` makes while traces are on, and as it
-/// is otherwise: a span that only a trace would show costs nothing then.
+/// Runs `work` inside the span `span` makes while the current trace is
+/// kept, and as it is otherwise: a span that only a trace would show costs
+/// nothing then.
 pub async fn traced<F: std::future::Future>(span: impl FnOnce() -> Span, work: F) -> F::Output {
-    if enabled() {
+    if in_kept_trace() {
         work.instrument(span()).await
     } else {
         work.await
     }
 }
 
-/// Records `span`'s trace id in its `trace_id` field (for spans whose
-/// parent is the current span, not a remote caller).
-pub fn record_trace_id(span: &Span) {
-    if !enabled() {
-        return;
-    }
+/// Records `span`'s trace id in its `trace_id` field.
+fn record_trace_id(span: &Span) {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     // An unsampled trace reaches no collector: its id would lead nowhere.
@@ -417,9 +476,26 @@ pub fn record_trace_id(span: &Span) {
 /// Writes the current span's trace context into `carrier` (an outgoing
 /// request's headers or message's properties).
 pub fn inject(carrier: &mut dyn Injector) {
-    if enabled() {
-        inject_context(&Span::current().context(), carrier);
+    inject_span(&Span::current(), carrier);
+}
+
+/// Writes `span`'s trace context into `carrier`: the span of work that runs
+/// outside the span that produced it (a queued event's publish). A trace
+/// that is not kept goes on flagged so.
+pub fn inject_span(span: &Span, carrier: &mut dyn Injector) {
+    if enabled()
+        && let Some(context) = context_to_send(span)
+    {
+        inject_context(&context, carrier);
     }
+}
+
+fn context_to_send(span: &Span) -> Option<opentelemetry::Context> {
+    let context = span.context();
+    if context.span().span_context().is_valid() {
+        return Some(context);
+    }
+    entry::unkept(span).map(|unkept| unkept.context())
 }
 
 /// Writes `context`'s trace context into `carrier`.
@@ -451,21 +527,6 @@ pub fn traceparent() -> Option<String> {
 /// The trace context a [`traceparent`] names (an invalid one names none).
 pub fn context_from_traceparent(traceparent: &str) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&Traceparent(Some(traceparent.to_owned())))
-}
-
-/// Makes the context `traceparent` names the parent of `span` (not yet
-/// entered) and records its trace id; nothing while traces are off.
-pub fn adopt_traceparent(span: &Span, traceparent: Option<&str>) {
-    if !enabled() {
-        return;
-    }
-    if let Some(traceparent) = traceparent {
-        let parent = context_from_traceparent(traceparent);
-        if parent.span().span_context().is_valid() {
-            let _ = span.set_parent(parent);
-        }
-    }
-    record_trace_id(span);
 }
 
 const TRACEPARENT: &str = "traceparent";
