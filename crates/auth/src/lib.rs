@@ -72,7 +72,8 @@ pub async fn run(
         "events.amqp_url",
         &settings.events.amqp_url,
         settings.events.amqp_password_file.as_deref(),
-    )?;
+    )?
+    .with_nodes("events.amqp_nodes", &settings.events.amqp_nodes)?;
     lifecycle::status("preparing password hashing");
     let hasher = PasswordHasher::new(settings.security.bcrypt_cost)
         .await?

@@ -112,6 +112,12 @@ pub struct Events {
     /// which replaces the URL's; the user stays the URL's. When unset, the
     /// systemd credential `amqp-password` is used if present.
     pub amqp_password_file: Option<PathBuf>,
+    /// The other nodes of a RabbitMQ cluster, `host:port` separated by
+    /// commas or spaces (`host` alone: the URL's port); empty for a single
+    /// RabbitMQ. User, password, vhost and options are the URL's; the
+    /// connection goes to the URL's node first and, when its node goes, to
+    /// the next one that answers.
+    pub amqp_nodes: String,
     /// The durable topic exchange the listener consumes from.
     pub exchange: String,
 }
@@ -121,6 +127,7 @@ impl Default for Events {
         Self {
             amqp_url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
             amqp_password_file: None,
+            amqp_nodes: String::new(),
             exchange: switchboard_wire::events::DEFAULT_EXCHANGE.to_owned(),
         }
     }

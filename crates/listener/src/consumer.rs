@@ -49,9 +49,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// What every delivery task needs.
 pub struct Context {
     pub amqp: Amqp,
-    /// `amqp.url` with the password applied (from `amqp.password_file` or the
-    /// credential `amqp-password`); shows only its address.
-    pub rabbitmq: AmqpEndpoint,
+    /// Connects to `amqp.url` (and `amqp.nodes`) with the password applied
+    /// (from `amqp.password_file` or the credential `amqp-password`); kept
+    /// across sessions, so a new session starts with the node after the one
+    /// the last session ended on ([`connector`]).
+    pub rabbitmq: Connector,
     pub logger: LoggerClient,
     /// The log entry rules' limits (`limits.*`).
     pub limits: LogLimits,
@@ -88,15 +90,8 @@ pub struct Progress {
 /// Connects, declares and consumes until the connection fails (`Err`) or
 /// shutdown was requested and in-flight deliveries were settled (`Ok`).
 pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<(), SessionError> {
-    // No recovery: a broken connection ends the session, whose deliveries
-    // RabbitMQ requeues, and the next session declares everything again.
-    let connector = Connector::new(
-        context.rabbitmq.clone(),
-        "switchboard-listener",
-        CONNECT_TIMEOUT,
-    )
-    .without_recovery();
-    let connection = connector
+    let connection = context
+        .rabbitmq
         .connect()
         .await
         .map_err(|err| SessionError::Connect(err.to_string()))?;
@@ -106,6 +101,13 @@ pub async fn session(context: &Arc<Context>, progress: &mut Progress) -> Result<
     // closes.
     link::close(&connection, "bye").await;
     outcome
+}
+
+/// The listener's connector: no recovery, since a broken connection ends the
+/// session, whose deliveries RabbitMQ requeues, and the next session declares
+/// everything again (on the next node of a cluster that answers).
+pub fn connector(rabbitmq: AmqpEndpoint) -> Connector {
+    Connector::new(rabbitmq, "switchboard-listener", CONNECT_TIMEOUT).without_recovery()
 }
 
 async fn consume(

@@ -86,12 +86,13 @@ pub async fn run(
         "amqp.url",
         &settings.amqp.url,
         settings.amqp.password_file.as_deref(),
-    )?;
-    tracing::debug!(%rabbitmq, user = rabbitmq.username(), password_from = ?rabbitmq.password_source(), "RabbitMQ");
+    )?
+    .with_nodes("amqp.nodes", &settings.amqp.nodes)?;
+    tracing::debug!(%rabbitmq, nodes = ?rabbitmq.nodes(), user = rabbitmq.username(), password_from = ?rabbitmq.password_source(), "RabbitMQ");
     let stats = Arc::new(Stats::default());
     let registry = Metrics::new();
     let context = Arc::new(Context {
-        rabbitmq,
+        rabbitmq: consumer::connector(rabbitmq),
         logger: logger_client::LoggerClient::new(&settings.logger, &registry)?,
         limits: settings.limits.log_limits(),
         breaker: Arc::new(Breaker::new(Backoff::new(

@@ -52,6 +52,12 @@ impl ServiceSettings for Settings {
 pub struct Amqp {
     /// AMQP URI of the RabbitMQ server, vhost included (`%2f` is `/`).
     pub url: String,
+    /// The other nodes of a RabbitMQ cluster, `host:port` separated by
+    /// commas or spaces (`host` alone: the URL's port); empty for a single
+    /// RabbitMQ. User, password, vhost and options are the URL's. The
+    /// listener connects to the URL's node first and, when its node goes,
+    /// to the next one that answers.
+    pub nodes: String,
     /// A file holding the RabbitMQ password (one trailing newline ignored),
     /// which replaces the URL's; the user stays the URL's. When unset, the
     /// systemd credential `amqp-password` is used if present.
@@ -69,6 +75,11 @@ pub struct Amqp {
     /// needs a policy or a new queue: RabbitMQ refuses a redeclare with other
     /// arguments.
     pub delivery_limit: u32,
+    /// On how many nodes of a cluster the quorum queues (`queue` and
+    /// `dead_letter_queue`) start (`x-quorum-initial-group-size`; RabbitMQ
+    /// caps it at the cluster's size). Applies only when a queue is created;
+    /// 0 leaves it to the server (`quorum_cluster_size`).
+    pub quorum_group_size: u32,
     /// Fanout exchange that receives malformed messages and those over the
     /// delivery limit.
     pub dead_letter_exchange: String,
@@ -81,11 +92,13 @@ impl Default for Amqp {
     fn default() -> Self {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            nodes: String::new(),
             password_file: None,
             exchange: switchboard_wire::events::DEFAULT_EXCHANGE.to_owned(),
             queue: "logs".to_owned(),
             prefetch: 256,
             delivery_limit: 10,
+            quorum_group_size: 3,
             dead_letter_exchange: "logs_topic.dlx".to_owned(),
             dead_letter_queue: "logs.dead".to_owned(),
         }

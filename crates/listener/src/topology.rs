@@ -2,14 +2,24 @@
 //! on every connect so that a fresh or wiped RabbitMQ works without set-up.
 //!
 //! - `amqp.exchange` (`logs_topic`): durable topic exchange producers publish to;
+//! - `amqp.queue` (`logs`): durable quorum queue with `x-delivery-limit`,
+//!   `x-dead-letter-exchange` and `x-quorum-initial-group-size`
+//!   (`amqp.quorum_group_size`, 3: a member on three nodes of a cluster;
+//!   RabbitMQ caps it at the cluster's size), bound to `log.INFO`,
+//!   `log.WARNING`, `log.ERROR`;
 //! - `amqp.dead_letter_exchange` (`logs_topic.dlx`): durable fanout exchange,
-//!   bound to the durable `amqp.dead_letter_queue` (`logs.dead`);
-//! - `amqp.queue` (`logs`): durable quorum queue with `x-delivery-limit` and
-//!   `x-dead-letter-exchange`, bound to `log.INFO`, `log.WARNING`, `log.ERROR`.
+//!   bound to `amqp.dead_letter_queue` (`logs.dead`), a durable quorum queue
+//!   with the same group size, so that dead letters survive a node too.
 //!
 //! Servers without quorum queues (RabbitMQ < 3.8) refuse the quorum declare;
-//! the listener then declares a classic durable queue with the same
-//! dead-letter exchange and warns that the delivery limit does not apply.
+//! the listener then declares classic durable queues, the work queue with the
+//! same dead-letter exchange, and warns that the delivery limit does not apply.
+//!
+//! Queues an earlier version declared are used as they are: RabbitMQ refuses
+//! a redeclare with other arguments, and the initial group size counts only
+//! when a queue is created, so a quorum queue declared without one (or with
+//! another) is declared again without it (or passively), and a classic
+//! `logs.dead` stays classic, with a warning.
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
@@ -20,6 +30,9 @@ use crate::settings::Amqp;
 
 /// The routing keys of the wire contract.
 pub use switchboard_wire::events::ROUTING_KEYS;
+
+/// The quorum queue argument of the number of members a queue starts with.
+pub const GROUP_SIZE_ARGUMENT: &str = "x-quorum-initial-group-size";
 
 /// Which kind of queue the listener consumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,18 +94,10 @@ pub async fn declare(
         )
         .await
         .map_err(|err| conflict(err, format!("exchange {:?}", settings.dead_letter_exchange)))?;
-    let durable_queue = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
-    channel
-        .queue_declare(
-            name(&settings.dead_letter_queue),
-            durable_queue,
-            FieldTable::default(),
-        )
-        .await
-        .map_err(|err| conflict(err, format!("queue {:?}", settings.dead_letter_queue)))?;
+
+    // The work queue first: it tells whether the server has quorum queues.
+    let channel = declare_work_queue(connection, channel, settings, kind).await?;
+    let channel = declare_dead_letter_queue(connection, channel, settings, *kind).await?;
     channel
         .queue_bind(
             name(&settings.dead_letter_queue),
@@ -102,8 +107,6 @@ pub async fn declare(
             FieldTable::default(),
         )
         .await?;
-
-    let channel = declare_work_queue(connection, channel, settings, kind).await?;
     for key in ROUTING_KEYS {
         channel
             .queue_bind(
@@ -132,19 +135,17 @@ async fn declare_work_queue(
         ..QueueDeclareOptions::default()
     };
     if *kind == QueueKind::Quorum {
-        let quorum = channel
-            .queue_declare(
-                name(&settings.queue),
-                options,
-                queue_arguments(settings, QueueKind::Quorum),
-            )
-            .await;
-        let refusal = match quorum {
-            Ok(_) => return Ok(channel),
-            Err(err) => match refusal(&err) {
-                Some(refusal) => refusal,
-                None => return Err(err.into()),
-            },
+        let refusal = match declare_quorum(
+            connection,
+            channel,
+            &settings.queue,
+            queue_arguments(settings, QueueKind::Quorum),
+            work_arguments(settings, QueueKind::Quorum, 0),
+        )
+        .await?
+        {
+            Ok(channel) => return Ok(channel),
+            Err(refusal) => refusal,
         };
         tracing::warn!(
             queue = %settings.queue,
@@ -193,9 +194,148 @@ async fn declare_classic(
     }
 }
 
+/// Declares the dead-letter queue: a quorum queue where the work queue is
+/// one, else classic. A classic one an earlier version declared stays
+/// classic, with a warning: in a cluster its dead letters live on one node.
+async fn declare_dead_letter_queue(
+    connection: &Connection,
+    channel: Channel,
+    settings: &Amqp,
+    kind: QueueKind,
+) -> Result<Channel, TopologyError> {
+    let queue = &settings.dead_letter_queue;
+    let what = || format!("queue {queue:?}");
+    let (channel, quorum_refusal) = match kind {
+        QueueKind::Classic => (channel, None),
+        QueueKind::Quorum => {
+            match declare_quorum(
+                connection,
+                channel,
+                queue,
+                dead_letter_arguments(QueueKind::Quorum, settings.quorum_group_size),
+                dead_letter_arguments(QueueKind::Quorum, 0),
+            )
+            .await?
+            {
+                Ok(channel) => return Ok(channel),
+                Err(refusal) if refusal.connection_closed => {
+                    return Err(TopologyError::Conflict {
+                        what: what(),
+                        server: refusal.message,
+                    });
+                }
+                // The refused declare closed its channel.
+                Err(refusal) => (connection.create_channel().await?, Some(refusal)),
+            }
+        }
+    };
+    let classic = dead_letter_arguments(QueueKind::Classic, 0);
+    match attempt(&channel, queue, classic).await? {
+        None => {
+            if let Some(refusal) = &quorum_refusal {
+                tracing::warn!(
+                    queue = %queue,
+                    server = %refusal.message,
+                    "the dead-letter queue exists as a classic queue (an earlier version declared it): \
+                     in a RabbitMQ cluster its dead letters live on one node; to replicate them, move \
+                     them elsewhere and delete the queue, and the listener declares a quorum queue"
+                );
+            }
+            Ok(channel)
+        }
+        Some(classic) => Err(TopologyError::Conflict {
+            what: what(),
+            server: match quorum_refusal {
+                Some(quorum) => format!(
+                    "{}; as a classic queue: {}",
+                    quorum.message, classic.message
+                ),
+                None => classic.message,
+            },
+        }),
+    }
+}
+
+/// Declares quorum queue `queue` with `arguments`, which carry the initial
+/// group size when one is configured; `without_size` are the same without it.
+///
+/// The group size counts only when RabbitMQ creates the queue, but RabbitMQ
+/// refuses a redeclare whose size differs from the queue's (an earlier
+/// version declared none): the queue is then declared again without one, and
+/// passively if it has another. `Ok(Err(refusal))`: refused for another
+/// reason (the refused declare's channel is closed).
+async fn declare_quorum(
+    connection: &Connection,
+    channel: Channel,
+    queue: &str,
+    arguments: FieldTable,
+    without_size: FieldTable,
+) -> Result<Result<Channel, Refusal>, TopologyError> {
+    let Some(refusal) = attempt(&channel, queue, arguments).await? else {
+        return Ok(Ok(channel));
+    };
+    if refusal.connection_closed || !refusal.names(GROUP_SIZE_ARGUMENT) {
+        return Ok(Err(refusal));
+    }
+    let existing = |how: &str| {
+        tracing::info!(
+            queue,
+            how,
+            "the queue exists with another {GROUP_SIZE_ARGUMENT} (RabbitMQ applies it only when it \
+             creates a queue): its members stay as they are; `rabbitmq-queues grow` adds some"
+        );
+    };
+    let channel = connection.create_channel().await?;
+    let Some(again) = attempt(&channel, queue, without_size).await? else {
+        existing("declared without it");
+        return Ok(Ok(channel));
+    };
+    if again.connection_closed || !again.names(GROUP_SIZE_ARGUMENT) {
+        return Ok(Err(again));
+    }
+    let channel = connection.create_channel().await?;
+    channel
+        .queue_declare(
+            name(queue),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    existing("declared passively");
+    Ok(Ok(channel))
+}
+
+/// One durable declare: `None` when it was accepted, the refusal when the
+/// server refused it on principle (its channel is then closed).
+async fn attempt(
+    channel: &Channel,
+    queue: &str,
+    arguments: FieldTable,
+) -> Result<Option<Refusal>, TopologyError> {
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel.queue_declare(name(queue), options, arguments).await {
+        Ok(_) => Ok(None),
+        Err(err) => match refusal(&err) {
+            Some(refusal) => Ok(Some(refusal)),
+            None => Err(err.into()),
+        },
+    }
+}
+
 /// The work queue's `x-` arguments: where dead letters go and, for quorum
-/// queues, after how many deliveries.
+/// queues, after how many deliveries and on how many nodes it starts.
 pub fn queue_arguments(settings: &Amqp, kind: QueueKind) -> FieldTable {
+    work_arguments(settings, kind, settings.quorum_group_size)
+}
+
+/// [`queue_arguments`] with `group_size` (0: none).
+fn work_arguments(settings: &Amqp, kind: QueueKind, group_size: u32) -> FieldTable {
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-dead-letter-exchange".into(),
@@ -210,8 +350,34 @@ pub fn queue_arguments(settings: &Amqp, kind: QueueKind) -> FieldTable {
             "x-delivery-limit".into(),
             AMQPValue::LongLongInt(i64::from(settings.delivery_limit)),
         );
+        insert_group_size(&mut arguments, group_size);
     }
     arguments
+}
+
+/// The dead-letter queue's `x-` arguments: a quorum queue starting on
+/// `group_size` nodes (0: the server's default), or none at all.
+pub fn dead_letter_arguments(kind: QueueKind, group_size: u32) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if kind == QueueKind::Quorum {
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        insert_group_size(&mut arguments, group_size);
+    }
+    arguments
+}
+
+/// `x-quorum-initial-group-size`, unless `group_size` is 0 (the server's
+/// default: `quorum_cluster_size`, 3).
+fn insert_group_size(arguments: &mut FieldTable, group_size: u32) {
+    if group_size > 0 {
+        arguments.insert(
+            GROUP_SIZE_ARGUMENT.into(),
+            AMQPValue::LongLongInt(i64::from(group_size)),
+        );
+    }
 }
 
 /// A declare the server refused on principle (as opposed to a lost connection).
@@ -220,6 +386,14 @@ struct Refusal {
     /// NOT_IMPLEMENTED is a connection-level error: the server closed the
     /// whole connection, not just the channel.
     connection_closed: bool,
+}
+
+impl Refusal {
+    /// Whether the server named `argument` as the one that differs
+    /// ("inequivalent arg 'x-…' for queue …").
+    fn names(&self, argument: &str) -> bool {
+        self.message.contains(&format!("'{argument}'"))
+    }
 }
 
 fn refusal(err: &lapin::Error) -> Option<Refusal> {
@@ -285,9 +459,37 @@ mod tests {
             inner.get("x-dead-letter-exchange"),
             Some(&AMQPValue::LongString("logs_topic.dlx".into()))
         );
+        assert_eq!(
+            inner.get(GROUP_SIZE_ARGUMENT),
+            Some(&AMQPValue::LongLongInt(3))
+        );
         let classic = queue_arguments(&settings, QueueKind::Classic);
         assert_eq!(classic.inner().len(), 1);
         assert!(classic.contains_key("x-dead-letter-exchange"));
+    }
+
+    #[test]
+    fn the_group_size_goes_to_both_quorum_queues_unless_it_is_zero() {
+        let mut settings = Amqp {
+            quorum_group_size: 5,
+            ..Amqp::default()
+        };
+        let dead = dead_letter_arguments(QueueKind::Quorum, settings.quorum_group_size);
+        assert_eq!(
+            dead.inner().get(GROUP_SIZE_ARGUMENT),
+            Some(&AMQPValue::LongLongInt(5))
+        );
+        assert_eq!(
+            dead.inner().get("x-queue-type"),
+            Some(&AMQPValue::LongString("quorum".into()))
+        );
+        assert!(
+            dead_letter_arguments(QueueKind::Classic, 5)
+                .inner()
+                .is_empty()
+        );
+        settings.quorum_group_size = 0;
+        assert!(!queue_arguments(&settings, QueueKind::Quorum).contains_key(GROUP_SIZE_ARGUMENT));
     }
 
     #[test]

@@ -780,3 +780,115 @@ async fn an_existing_classic_queue_is_used_as_a_fallback() {
     listener.stop().await.expect("clean stop");
     logger.stop().await;
 }
+
+/// The queues an earlier version declared (`logs` a quorum queue without
+/// `x-quorum-initial-group-size`, `logs.dead` a classic queue) are used as
+/// they are: RabbitMQ refuses a redeclare with another group size, so the
+/// listener declares them again the old way instead of stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_of_an_earlier_version_are_used_as_they_are() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, vhost) = fresh_vhost();
+    let connection = lapin::Connection::connect(&amqp_url, Default::default())
+        .await
+        .expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut arguments = lapin::types::FieldTable::default();
+    for (key, value) in [
+        ("x-dead-letter-exchange", "logs_topic.dlx"),
+        ("x-queue-type", "quorum"),
+    ] {
+        arguments.insert(
+            key.into(),
+            lapin::types::AMQPValue::LongString(value.into()),
+        );
+    }
+    arguments.insert(
+        "x-delivery-limit".into(),
+        lapin::types::AMQPValue::LongLongInt(10),
+    );
+    channel
+        .queue_declare("logs".into(), durable, arguments)
+        .await
+        .expect("the old work queue");
+    channel
+        .queue_declare("logs.dead".into(), durable, Default::default())
+        .await
+        .expect("the old dead-letter queue");
+    let _ = connection.close(200, "done".into()).await;
+
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(&amqp_url).await;
+    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
+    let name = event_name("upgrade");
+    publisher
+        .event("log.INFO", &name, "on the old queues", &format!("{name}-1"))
+        .await;
+    publisher.publish("log.INFO", b"not an event", None).await;
+    logger.store().await.wait_for_count(&name, 1).await;
+    wait_for("the dead letter", PATIENCE, || async {
+        (ready_messages(&amqp_url, "logs.dead").await == Some(1)).then_some(())
+    })
+    .await;
+    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
+    let queues = rabbit
+        .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type"])
+        .expect("list_queues");
+    assert!(
+        queues.lines().any(|line| line == "logs\tquorum"),
+        "{queues}"
+    );
+    assert!(
+        queues.lines().any(|line| line == "logs.dead\tclassic"),
+        "{queues}"
+    );
+    publisher.close().await;
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}
+
+/// A fresh vhost gets both queues as quorum queues, the dead-letter queue
+/// too, so that dead letters survive a node of a cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_vhost_gets_two_quorum_queues() {
+    if switchboard_testkit::servers_disabled() {
+        return;
+    }
+    init_tracing();
+    let (amqp_url, vhost) = fresh_vhost();
+    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        &amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(&amqp_url).await;
+    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
+    let queues = rabbit
+        .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type", "arguments"])
+        .expect("list_queues");
+    for queue in ["logs", "logs.dead"] {
+        let line = queues
+            .lines()
+            .find(|line| line.starts_with(&format!("{queue}\t")))
+            .unwrap_or_else(|| panic!("no {queue} in {queues}"));
+        assert!(line.contains("\tquorum\t"), "{line}");
+        assert!(line.contains("x-quorum-initial-group-size"), "{line}");
+    }
+    listener.stop().await.expect("clean stop");
+    logger.stop().await;
+}

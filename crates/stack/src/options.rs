@@ -124,6 +124,10 @@ pub struct StackOptions {
     pub stop_timeout: Duration,
     /// Set from a signal handler to abandon a start in progress.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Dependency servers the stack does not start although its services
+    /// need them: the caller runs them (a test's RabbitMQ cluster) and
+    /// points the services at them with [`StackOptions::setting`].
+    pub external: BTreeSet<Dependency>,
 }
 
 impl StackOptions {
@@ -149,6 +153,7 @@ impl StackOptions {
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(15),
             interrupt: None,
+            external: BTreeSet::new(),
         }
     }
 
@@ -272,12 +277,22 @@ impl StackOptions {
         self
     }
 
-    /// The dependency servers the selected services need, in start order.
+    /// Leaves `dependency` to the caller, who runs it and configures the
+    /// services to reach it (e.g. `events.amqp_url` for a RabbitMQ cluster):
+    /// the stack neither starts it nor wires the services to it.
+    pub fn external(mut self, dependency: Dependency) -> Self {
+        self.external.insert(dependency);
+        self
+    }
+
+    /// The dependency servers the stack starts for the selected services,
+    /// in start order (those left [`external`](Self::external) excluded).
     pub fn dependencies(&self) -> Vec<Dependency> {
         let needed: BTreeSet<Dependency> = self
             .services
             .iter()
             .flat_map(|service| service.dependencies().iter().copied())
+            .filter(|dependency| !self.external.contains(dependency))
             .collect();
         needed.into_iter().collect()
     }
@@ -295,6 +310,10 @@ mod tests {
         assert_eq!(broker.dependencies(), vec![Dependency::RabbitMq]);
         let frontend = StackOptions::temporary().services([ServiceName::Frontend]);
         assert!(frontend.dependencies().is_empty());
+        let cluster = StackOptions::temporary()
+            .services([ServiceName::Broker])
+            .external(Dependency::RabbitMq);
+        assert!(cluster.dependencies().is_empty());
     }
 
     #[test]

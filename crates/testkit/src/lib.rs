@@ -35,6 +35,12 @@
 //! Server output goes to log files in the server's folder; start-up errors quote
 //! the tail of that log.
 //!
+//! # Clusters
+//!
+//! [`RabbitMqCluster`] runs several private RabbitMQ nodes as one cluster (a
+//! shared cookie and epmd), with SIGKILL and restart of a node and the
+//! leader of a quorum queue, for failover tests.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -95,6 +101,7 @@ mod postgres;
 mod process;
 mod prometheus;
 mod rabbitmq;
+mod rabbitmq_cluster;
 mod workdir;
 
 use std::collections::HashSet;
@@ -117,6 +124,7 @@ pub use postgres::{Postgres, PostgresBuilder};
 pub use process::process_alive;
 pub use prometheus::{Prometheus, PrometheusBuilder, Sample, ScrapeJob, ScrapeTarget};
 pub use rabbitmq::{RabbitMq, RabbitMqBuilder};
+pub use rabbitmq_cluster::RabbitMqCluster;
 
 /// Environment variable that turns server-backed tests into visible no-ops.
 pub const SKIP_SERVER_TESTS_ENV: &str = "SWITCHBOARD_SKIP_SERVER_TESTS";

@@ -5,9 +5,13 @@
 //! Debian's `/usr/sbin/rabbitmq*` wrappers switch to the system node's user and
 //! cookie, so the real scripts in `/usr/lib/rabbitmq/bin` are used. A node
 //! needs an epmd; one it spawned itself would outlive it, so each node gets its
-//! own epmd child on its own port.
+//! own epmd child on its own port — except the members of a
+//! [`crate::RabbitMqCluster`], which must find each other through one epmd
+//! (Erlang asks the epmd on `ERL_EPMD_PORT` for a peer's distribution port)
+//! and share one Erlang cookie.
 
 use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
@@ -53,9 +57,20 @@ pub struct RabbitMq {
     management_port: Option<u16>,
     binaries: Binaries,
     startup_timeout: Duration,
+    member: Option<Membership>,
     // Declared before `epmd`: the node goes first.
     server: Option<Supervised>,
     epmd: Option<Supervised>,
+}
+
+/// What makes a node a member of a cluster: the cluster's epmd (not one of
+/// its own), the cluster's cookie, and the node to join on its first boot.
+#[derive(Debug, Clone)]
+pub(crate) struct Membership {
+    pub(crate) epmd_port: u16,
+    pub(crate) cookie: String,
+    /// `None` for the first node, which the others join.
+    pub(crate) seed: Option<String>,
 }
 
 /// Options for [`RabbitMq`]; see [`RabbitMq::builder`].
@@ -69,9 +84,18 @@ pub struct RabbitMqBuilder {
     management: bool,
     management_port: Option<u16>,
     startup_timeout: Option<Duration>,
+    member: Option<Membership>,
 }
 
 impl RabbitMqBuilder {
+    /// A member of a cluster: uses the cluster's epmd on `epmd_port` (started
+    /// by the cluster) and its cookie, and joins `seed` on its first boot
+    /// (classic-config peer discovery; a restarted node rejoins from its data).
+    pub(crate) fn member(mut self, membership: Membership) -> Self {
+        self.member = Some(membership);
+        self
+    }
+
     /// Persistent folder (created if missing; an existing node's data is
     /// reused). Default: a temporary folder.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -138,10 +162,15 @@ impl RabbitMqBuilder {
             (None, true) => format!("{}@localhost", unique_name("rabbit")),
             (None, false) => PERSISTENT_NODE.to_owned(),
         };
+        // A member's epmd is the cluster's: already running, so not free.
+        let own_epmd_port = match &self.member {
+            Some(_) => None,
+            None => self.epmd_port,
+        };
         let fixed = [
             self.amqp_port,
             self.dist_port,
-            self.epmd_port,
+            own_epmd_port,
             self.management_port,
         ];
         for port in fixed.into_iter().flatten() {
@@ -161,10 +190,12 @@ impl RabbitMqBuilder {
             management_port: None,
             binaries,
             startup_timeout: self.startup_timeout.unwrap_or(DEFAULT_TIMEOUT),
+            member: self.member.clone(),
             server: None,
             epmd: None,
         };
-        let all_fixed = fixed[..3].iter().all(Option::is_some)
+        let all_fixed = fixed[..2].iter().all(Option::is_some)
+            && (self.member.is_some() || self.epmd_port.is_some())
             && (!self.management || self.management_port.is_some());
         let may_retry = node.workdir.is_temporary() && !all_fixed;
         let mut attempt = 0;
@@ -172,7 +203,10 @@ impl RabbitMqBuilder {
             attempt += 1;
             node.amqp_port = pick(self.amqp_port)?;
             node.dist_port = pick(self.dist_port)?;
-            node.epmd_port = pick(self.epmd_port)?;
+            node.epmd_port = match &self.member {
+                Some(member) => member.epmd_port,
+                None => pick(self.epmd_port)?,
+            };
             node.management_port = if self.management {
                 Some(pick(self.management_port)?)
             } else {
@@ -332,6 +366,16 @@ impl RabbitMq {
         }
     }
 
+    /// Kills the node at once (SIGKILL to its process group, `beam.smp`
+    /// included), as a crash or `kill -9` would: no clean shutdown, nothing
+    /// flushed. Its epmd and its data stay, for [`RabbitMq::start_again`].
+    /// No-op when stopped.
+    pub fn kill(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.kill_now();
+        }
+    }
+
     /// Starts a stopped node again with the same name, ports and data. No-op
     /// when running.
     pub fn start_again(&mut self) -> Result<()> {
@@ -407,6 +451,17 @@ impl RabbitMq {
              log.console = false\n",
             self.amqp_port
         );
+        if let Some(Membership {
+            seed: Some(seed), ..
+        }) = &self.member
+        {
+            // Read on the first boot only: a restarted member rejoins the
+            // cluster recorded in its data.
+            conf.push_str(&format!(
+                "cluster_formation.peer_discovery_backend = classic_config\n\
+                 cluster_formation.classic_config.nodes.1 = {seed}\n"
+            ));
+        }
         let plugins = match self.management_port {
             Some(port) => {
                 conf.push_str(&format!(
@@ -427,6 +482,9 @@ impl RabbitMq {
             std::fs::write(&path, content)
                 .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
         }
+        if let Some(member) = &self.member {
+            write_cookie(&dir.join(".erlang.cookie"), &member.cookie)?;
+        }
         Ok(())
     }
 
@@ -441,41 +499,36 @@ impl RabbitMq {
             .join(format!("{}.log", self.node))
     }
 
-    /// Starts epmd, then the node, and waits until the node answers an AMQP
+    /// Starts the node's own epmd unless it runs (a cluster member uses the
+    /// cluster's), then the node, and waits until the node answers an AMQP
     /// handshake (and the management API, when enabled).
     fn launch(&mut self) -> Result<()> {
         let started = Instant::now();
         let removable = self.workdir.removable().map(Path::to_path_buf);
-
-        let mut epmd_command = Command::new(&self.binaries.epmd);
-        epmd_command
-            .args([
-                "-port",
-                &self.epmd_port.to_string(),
-                "-address",
-                "127.0.0.1",
-            ])
-            .current_dir(self.workdir.path());
         let epmd_log = self.epmd_log();
-        // The node's reaper removes the folder; this one only kills epmd.
-        let mut epmd = Supervised::spawn("epmd", epmd_command, &epmd_log, None)?;
-        let epmd_port = self.epmd_port;
-        match epmd.wait_ready(EPMD_TIMEOUT, Duration::from_millis(20), || {
-            tcp_open(epmd_port)
-        }) {
-            Startup::Ready => {}
-            failed => {
+        let mut epmd = match (&self.member, self.epmd.take()) {
+            (Some(_), _) => None,
+            (None, Some(running)) => Some(running),
+            (None, None) => Some(spawn_epmd(
+                &self.binaries.epmd,
+                self.epmd_port,
+                self.workdir.path(),
+                &epmd_log,
+                None,
+            )?),
+        };
+        let mut stop_epmd = || {
+            if let Some(mut epmd) = epmd.take() {
                 epmd.kill_now();
-                return Err(startup_error("epmd", failed, EPMD_TIMEOUT, &[&epmd_log]));
             }
-        }
+        };
 
         let command = self.command(&self.binaries.server);
         let log = self.log_path();
         let mut server = match Supervised::spawn(SERVER, command, &log, removable.as_deref()) {
             Ok(server) => server,
             Err(error) => {
-                epmd.kill_now();
+                stop_epmd();
                 return Err(error);
             }
         };
@@ -489,14 +542,14 @@ impl RabbitMq {
         match startup {
             Startup::Ready => {
                 tracing::debug!(node = %self.node, amqp_port, elapsed = ?started.elapsed(), "rabbitmq ready");
-                self.epmd = Some(epmd);
+                self.epmd = epmd;
                 self.server = Some(server);
                 Ok(())
             }
             failed => {
                 // The wrapper exits 0 even when the boot failed: judge by readiness only.
                 server.kill_now();
-                epmd.kill_now();
+                stop_epmd();
                 let node_log = self.node_log();
                 Err(startup_error(
                     SERVER,
@@ -538,11 +591,46 @@ impl Drop for RabbitMq {
     }
 }
 
+/// Starts `epmd` on 127.0.0.1:`port` (output to `log`) and waits until it
+/// accepts connections. Its reaper removes `removable` after killing it, if
+/// given (a node's own epmd gives none: its folder is the node's to remove).
+pub(crate) fn spawn_epmd(
+    binary: &Path,
+    port: u16,
+    dir: &Path,
+    log: &Path,
+    removable: Option<&Path>,
+) -> Result<Supervised> {
+    let mut command = Command::new(binary);
+    command
+        .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
+        .current_dir(dir);
+    let mut epmd = Supervised::spawn("epmd", command, log, removable)?;
+    match epmd.wait_ready(EPMD_TIMEOUT, Duration::from_millis(20), || tcp_open(port)) {
+        Startup::Ready => Ok(epmd),
+        failed => {
+            epmd.kill_now();
+            Err(startup_error("epmd", failed, EPMD_TIMEOUT, &[log]))
+        }
+    }
+}
+
 fn pick(fixed: Option<u16>) -> Result<u16> {
     match fixed {
         Some(port) => Ok(port),
         None => try_free_port(),
     }
+}
+
+/// Erlang refuses a cookie file others can read: written, then made 0400.
+fn write_cookie(path: &Path, cookie: &str) -> Result<()> {
+    if path.exists() {
+        // 0400 after the first start: make it writable to replace it.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    std::fs::write(path, cookie)
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)))
+        .map_err(|e| Error::io(format!("writing the Erlang cookie {}", path.display()), e))
 }
 
 fn qualify(name: &str) -> String {

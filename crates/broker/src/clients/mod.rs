@@ -112,7 +112,8 @@ impl Downstreams {
                     "events.amqp_url",
                     &settings.events.amqp_url,
                     settings.events.amqp_password_file.as_deref(),
-                )?,
+                )?
+                .with_nodes("events.amqp_nodes", &settings.events.amqp_nodes)?,
                 settings.events.exchange.clone(),
                 timeout,
                 metrics,

@@ -2,7 +2,11 @@
 //!
 //! * [`Connector`] opens a connection: a TCP probe first, one timeout for the
 //!   whole attempt, lapin's recovery policy, and lapin's I/O on a runtime of
-//!   its own (see [`lapin_runtime`] for why).
+//!   its own (see [`lapin_runtime`] for why). With several nodes (a cluster,
+//!   [`AmqpEndpoint::with_nodes`]) it tries them in turn, and so does
+//!   lapin's own recovery: lapin asks the connector for every new TCP
+//!   stream, and each new stream starts with the node after the last one,
+//!   so a connection whose node died is recovered on another node.
 //! * [`ConfirmChannel`] is a publisher's connection: one channel in confirm
 //!   mode with its topic exchange declared, kept open by
 //!   [`ConfirmChannel::supervise`], which reconnects with back-off when
@@ -17,18 +21,23 @@
 //! consuming session ends with its connection, opens its connections with
 //! [`Connector::connect`] and no recovery.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
+use async_rs::Runtime;
+use async_rs::traits::{Reactor, RuntimeKit};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, OwnedTLSConfig};
 use lapin::types::{FieldTable, LongString};
+use lapin::uri::AMQPUri;
 use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
 };
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use super::AmqpEndpoint;
+use super::{AmqpEndpoint, Node};
 use crate::Shutdown;
 use crate::backoff::Backoff;
 use crate::metrics::{Metrics, PublishMetrics, PublishOutcome};
@@ -47,6 +56,11 @@ const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(5);
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a polite close may take before the connection is simply dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A link RabbitMQ refused a publish on is replaced ([`ConfirmChannel`]),
+/// but one at least this old: while a quorum queue elects a leader every
+/// new channel is refused too, and a new connection per refusal would only
+/// churn.
+const REPLACE_AFTER_REFUSAL: Duration = Duration::from_millis(250);
 
 /// Why a connection could not be opened or used. The messages never contain
 /// the URL or its credentials; callers log [`AmqpEndpoint::address`] beside.
@@ -131,13 +145,123 @@ pub struct Batch {
     pub broken: Option<LinkError>,
 }
 
-/// Opens connections to one RabbitMQ.
+/// Opens connections to one RabbitMQ, or to any node of a cluster.
+///
+/// Clones share where the next attempt starts, so a service that rebuilds
+/// its connection does not go back to the node that just failed.
 #[derive(Debug, Clone)]
 pub struct Connector {
     endpoint: AmqpEndpoint,
     connection_name: String,
     timeout: Duration,
     recover: bool,
+    ring: Arc<NodeRing>,
+}
+
+/// The nodes a connector tries, and where the next round starts.
+#[derive(Debug)]
+struct NodeRing {
+    nodes: Vec<Node>,
+    /// The node a round tries first: the one the probe found, then the one
+    /// after the node of the newest stream.
+    next: AtomicUsize,
+    /// The node of the newest stream; [`NodeRing::NONE`] before the first.
+    current: AtomicUsize,
+}
+
+impl NodeRing {
+    const NONE: usize = usize::MAX;
+
+    fn new(nodes: &[Node]) -> Self {
+        Self {
+            nodes: nodes.to_vec(),
+            next: AtomicUsize::new(0),
+            current: AtomicUsize::new(Self::NONE),
+        }
+    }
+
+    /// The nodes' indices in the order of one round: from `next`, wrapping.
+    fn round(&self) -> impl Iterator<Item = usize> + use<> {
+        let count = self.nodes.len();
+        let start = self.next.load(Ordering::Relaxed) % count;
+        (0..count).map(move |offset| (start + offset) % count)
+    }
+
+    /// The first node of a round that accepts a TCP connection within
+    /// `within` (each); the lapin connection then starts with it.
+    async fn probe(&self, within: Duration) -> Result<(), LinkError> {
+        let mut failures = Vec::new();
+        for index in self.round() {
+            let node = &self.nodes[index];
+            match probe_tcp(&node.to_string(), within).await {
+                Ok(()) => {
+                    self.next.store(index, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err(err) if self.nodes.len() == 1 => return Err(err),
+                Err(err) => {
+                    tracing::debug!(%node, error = %err, "RabbitMQ node does not answer");
+                    failures.push(format!("{node}: {err}"));
+                }
+            }
+        }
+        Err(LinkError::Unreachable(format!(
+            "no RabbitMQ node answers ({})",
+            failures.join("; ")
+        )))
+    }
+
+    /// lapin's connect, for the first connection and every recovery: a TCP
+    /// (TLS for `amqps`) stream to the first node of a round that takes one
+    /// within `within`. `uri` is the endpoint's; only its host and port are
+    /// replaced, since the handshake (user, vhost) is the same on every node.
+    async fn stream<RK: RuntimeKit + Send + Sync>(
+        &self,
+        uri: AMQPUri,
+        runtime: &Runtime<RK>,
+        within: Duration,
+    ) -> lapin::Result<AsyncTcpStream<<RK as Reactor>::TcpStream>> {
+        let mut last = None;
+        for index in self.round() {
+            let node = &self.nodes[index];
+            let mut node_uri = uri.clone();
+            node_uri.authority.host.clone_from(&node.host);
+            node_uri.authority.port = node.port;
+            let tls = OwnedTLSConfig::default();
+            // lapin runs this on our tokio runtime (`lapin_runtime`), whose
+            // timers this timeout uses.
+            let connect = node_uri.connect_with_config_async(tls.as_ref(), runtime);
+            match tokio::time::timeout(within, connect).await {
+                Ok(Ok(stream)) => {
+                    self.next
+                        .store((index + 1) % self.nodes.len(), Ordering::Relaxed);
+                    let previous = self.current.swap(index, Ordering::Relaxed);
+                    if previous != Self::NONE && previous != index {
+                        tracing::info!(from = %self.nodes[previous], to = %node, "RabbitMQ connection moves to another node");
+                    }
+                    return Ok(stream);
+                }
+                Ok(Err(err)) => {
+                    tracing::debug!(%node, error = %err, "RabbitMQ node does not answer");
+                    last = Some(err);
+                }
+                Err(_) => {
+                    tracing::debug!(%node, ?within, "RabbitMQ node did not answer in time");
+                    last = Some(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{node} took no connection within {} ms", within.as_millis()),
+                    ));
+                }
+            }
+        }
+        Err(last
+            .unwrap_or_else(|| std::io::Error::other("no RabbitMQ node is configured"))
+            .into())
+    }
+
+    fn current(&self) -> Option<&Node> {
+        self.nodes.get(self.current.load(Ordering::Relaxed))
+    }
 }
 
 impl Connector {
@@ -146,6 +270,7 @@ impl Connector {
     /// lapin after a break.
     pub fn new(endpoint: AmqpEndpoint, connection_name: &str, timeout: Duration) -> Self {
         Self {
+            ring: Arc::new(NodeRing::new(endpoint.nodes())),
             endpoint,
             connection_name: connection_name.to_owned(),
             timeout,
@@ -173,12 +298,19 @@ impl Connector {
         self.timeout
     }
 
-    /// One connection attempt within the timeout.
+    /// The node of the newest connection (or recovery), once there was one.
+    pub fn node(&self) -> Option<&Node> {
+        self.ring.current()
+    }
+
+    /// One connection attempt: a probe of the nodes in turn (each within the
+    /// timeout), then the AMQP handshake with the first that answered,
+    /// within the timeout.
     pub async fn connect(&self) -> Result<Connection, LinkError> {
         // lapin retries a refused TCP connect in its I/O thread with the
         // recovery back-off, and goes on after our timeout gave up on it; a
         // plain probe first means lapin only starts once RabbitMQ listens.
-        probe_tcp(&self.endpoint.authority(), self.timeout).await?;
+        self.ring.probe(self.timeout).await?;
         let mut properties = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.connection_name.as_str()));
         if self.recover {
@@ -192,8 +324,14 @@ impl Connector {
                 })
                 .enable_auto_recover();
         }
-        let connect =
-            Connection::connect_uri_with_runtime(self.endpoint.uri(), properties, lapin_runtime()?);
+        let ring = Arc::clone(&self.ring);
+        let within = self.timeout;
+        let connect = Connection::connector(
+            self.endpoint.uri(),
+            lapin_runtime()?,
+            async move |uri, runtime| ring.stream(uri, &runtime, within).await,
+            properties,
+        );
         tokio::time::timeout(self.timeout, connect)
             .await
             .map_err(|_| LinkError::Timeout(self.timeout))?
@@ -216,6 +354,7 @@ pub async fn close(connection: &Connection, reason: &str) {
 pub struct Link {
     connection: Arc<Connection>,
     channel: Channel,
+    opened: Instant,
 }
 
 impl std::fmt::Debug for Link {
@@ -429,7 +568,14 @@ impl ConfirmChannel {
     /// `message_id`). The caller bounds the wait.
     pub async fn publish(&self, message: &Message<'_>) -> Result<Outcome, LinkError> {
         let pending = self.metrics.as_ref().map(PublishMetrics::start);
-        let published = self.publish_uncounted(message).await;
+        let link = self.link().ok_or(LinkError::NotConnected);
+        let published = match &link {
+            Ok(link) => self.publish_uncounted(link, message).await,
+            Err(_) => Err(LinkError::NotConnected),
+        };
+        if let (Ok(link), Ok(Outcome::Refused)) = (&link, &published) {
+            self.refused(link);
+        }
         if let Some(pending) = pending {
             pending.finish(match &published {
                 Ok(Outcome::Confirmed) => PublishOutcome::confirmed,
@@ -453,6 +599,9 @@ impl ConfirmChannel {
             None => Vec::new(),
         };
         let batch = link.publish_all(&self.exchange, messages, deadline).await;
+        if batch.outcomes.contains(&Some(Outcome::Refused)) {
+            self.refused(link);
+        }
         for (pending, outcome) in pending.into_iter().zip(&batch.outcomes) {
             pending.finish(match outcome {
                 Some(Outcome::Confirmed) => PublishOutcome::confirmed,
@@ -463,8 +612,11 @@ impl ConfirmChannel {
         batch
     }
 
-    async fn publish_uncounted(&self, message: &Message<'_>) -> Result<Outcome, LinkError> {
-        let link = self.link().ok_or(LinkError::NotConnected)?;
+    async fn publish_uncounted(
+        &self,
+        link: &Link,
+        message: &Message<'_>,
+    ) -> Result<Outcome, LinkError> {
         if !link.channel.status().connected() {
             return Err(LinkError::Recovering);
         }
@@ -475,6 +627,21 @@ impl ConfirmChannel {
                 Ok(link.publish_one(&self.exchange, message).await?)
             }
             published => Ok(published?),
+        }
+    }
+
+    /// RabbitMQ refused a publish on `link` (nack). RabbitMQ 3.10's quorum
+    /// queues can refuse every later publish of that channel too: a
+    /// channel's queue client that met a dead leader on its first publish
+    /// keeps asking that node (`rabbit_fifo_client`: `{badrpc, nodedown}` is
+    /// `reject_publish`). A new channel looks the leader up again, so the
+    /// link is replaced, unless it is younger than [`REPLACE_AFTER_REFUSAL`].
+    fn refused(&self, link: &Link) {
+        if link.opened.elapsed() >= REPLACE_AFTER_REFUSAL {
+            self.abandon(
+                link,
+                "RabbitMQ refused a publish (nack); opening a new channel",
+            );
         }
     }
 
@@ -519,7 +686,8 @@ impl ConfirmChannel {
                     };
                     match attempt {
                         Ok(link) => {
-                            tracing::info!(url = %self.address(), exchange = %self.exchange, "connected to RabbitMQ");
+                            let node = self.connector.node().map(ToString::to_string);
+                            tracing::info!(url = %self.address(), node, exchange = %self.exchange, "connected to RabbitMQ");
                             self.replace(Some(link));
                             self.set_state(LinkState::Connected);
                             backoff.reset();
@@ -612,6 +780,7 @@ impl ConfirmChannel {
             Ok(channel) => Ok(Link {
                 connection: Arc::new(connection),
                 channel,
+                opened: Instant::now(),
             }),
             Err(err) => {
                 close(&connection, "set-up failed").await;

@@ -9,6 +9,11 @@
 //! `Connection::connect_uri*`. Nothing is serialised back into a string, so a
 //! password read from a file needs no percent-encoding by the operator and
 //! cannot be mangled on the way.
+//!
+//! A RabbitMQ cluster is the URL's node plus the other nodes' `host:port`
+//! ([`AmqpEndpoint::with_nodes`], the services' `…nodes` settings): user,
+//! password, vhost and options are the URL's for every node, and the
+//! [`Connector`] tries the nodes in turn.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,6 +25,26 @@ pub mod trace;
 pub use link::{ConfirmChannel, Connector, Link, LinkError, LinkState, Outcome};
 
 use crate::credentials::{self, CredentialError, Secret};
+
+/// One RabbitMQ node: where a connection's TCP stream goes. Everything else
+/// (user, vhost, options) is the [`AmqpEndpoint`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// A host name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for Node {
+    /// `host:port`, IPv6 in brackets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
 
 /// The systemd credential holding the RabbitMQ password (`LoadCredential=`).
 pub const PASSWORD_CREDENTIAL: &str = "amqp-password";
@@ -53,6 +78,10 @@ pub enum AmqpUrlError {
         #[source]
         source: CredentialError,
     },
+    /// An entry of a node list; the problem quotes the entry unless it held
+    /// user information.
+    #[error("{key}: {problem}")]
+    Node { key: &'static str, problem: String },
 }
 
 /// Where and as whom to connect: the parsed URI with the password applied,
@@ -64,6 +93,8 @@ pub struct AmqpEndpoint {
     uri: AMQPUri,
     address: String,
     password_source: Option<PathBuf>,
+    /// The URL's node first, then the other nodes of the cluster.
+    nodes: Vec<Node>,
 }
 
 impl AmqpEndpoint {
@@ -132,11 +163,36 @@ impl AmqpEndpoint {
                 .clone_into(&mut uri.authority.userinfo.password);
         }
         uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+        let node = Node {
+            host: uri.authority.host.clone(),
+            port: uri.authority.port,
+        };
         Ok(Self {
             uri,
             address: without_userinfo(&parsed),
             password_source: password.map(|secret| secret.source().to_owned()),
+            nodes: vec![node],
         })
+    }
+
+    /// Adds the other nodes of a RabbitMQ cluster: `list` (the setting
+    /// `key`) holds `host:port` entries separated by commas or white space
+    /// (`host` alone takes the URL's port; IPv6 in brackets). The URL's node
+    /// stays the first; an entry naming a node already listed is dropped.
+    /// User, password, vhost and options are the URL's for every node.
+    pub fn with_nodes(mut self, key: &'static str, list: &str) -> Result<Self, AmqpUrlError> {
+        let scheme = match self.uri.scheme {
+            amq_protocol_uri::AMQPScheme::AMQP => "amqp",
+            amq_protocol_uri::AMQPScheme::AMQPS => "amqps",
+        };
+        for entry in list.split([',', ' ', '\t', '\n']).filter(|e| !e.is_empty()) {
+            let node = parse_node(scheme, entry, self.uri.authority.port)
+                .map_err(|problem| AmqpUrlError::Node { key, problem })?;
+            if !self.nodes.contains(&node) {
+                self.nodes.push(node);
+            }
+        }
+        Ok(self)
     }
 
     /// The URI to hand to lapin (`Connection::connect_uri*`).
@@ -149,14 +205,15 @@ impl AmqpEndpoint {
         &self.address
     }
 
-    /// `host:port` (IPv6 in brackets), for a plain TCP probe.
+    /// The URL's `host:port` (IPv6 in brackets), for a plain TCP probe.
     pub fn authority(&self) -> String {
-        let host = &self.uri.authority.host;
-        if host.contains(':') {
-            format!("[{host}]:{}", self.uri.authority.port)
-        } else {
-            format!("{host}:{}", self.uri.authority.port)
-        }
+        self.nodes[0].to_string()
+    }
+
+    /// Every node, the URL's first: one for a single RabbitMQ, more for a
+    /// cluster ([`Self::with_nodes`]).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
     }
 
     /// The user the connection logs in as.
@@ -176,6 +233,7 @@ impl fmt::Debug for AmqpEndpoint {
             .field("address", &self.address)
             .field("username", &self.username())
             .field("password_source", &self.password_source)
+            .field("nodes", &self.nodes)
             .finish_non_exhaustive()
     }
 }
@@ -184,6 +242,34 @@ impl fmt::Display for AmqpEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.address)
     }
+}
+
+/// One entry of a node list: `host`, `host:port`, `[v6]` or `[v6]:port`.
+/// The problem quotes the entry, except one with user information (it may
+/// hold a password).
+fn parse_node(scheme: &str, entry: &str, default_port: u16) -> Result<Node, String> {
+    if entry.contains('@') {
+        return Err(
+            "an entry holds user information; list host:port only (the user and password are the URL's)"
+                .to_owned(),
+        );
+    }
+    let not_a_node = |reason: &str| format!("{entry:?} is not host:port ({reason})");
+    let parsed = url::Url::parse(&format!("{scheme}://{entry}/"))
+        .map_err(|err| not_a_node(&err.to_string()))?;
+    if parsed.path() != "/" || parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(not_a_node("only a host and a port"));
+    }
+    let host = match parsed.host() {
+        Some(url::Host::Domain(name)) => name.to_owned(),
+        Some(url::Host::Ipv4(address)) => address.to_string(),
+        Some(url::Host::Ipv6(address)) => address.to_string(),
+        None => return Err(not_a_node("no host")),
+    };
+    Ok(Node {
+        host,
+        port: parsed.port().unwrap_or(default_port),
+    })
 }
 
 /// `url` without its userinfo, otherwise as written.
@@ -421,6 +507,60 @@ mod tests {
             .expect("RabbitMQ accepts the password from the file");
         assert!(connection.status().connected());
         connection.close(200, "bye".into()).await.expect("close");
+    }
+
+    #[test]
+    fn nodes_follow_the_urls_node_with_its_port_as_default() {
+        let endpoint = AmqpEndpoint::parse("amqp.url", "amqp://u:p@rabbit1:5673/logs", None)
+            .expect("valid")
+            .with_nodes(
+                "amqp.nodes",
+                "rabbit2:5674, rabbit3\n[fd00::3]:5675,10.0.0.4 rabbit1:5673",
+            )
+            .expect("valid nodes");
+        let nodes: Vec<String> = endpoint.nodes().iter().map(Node::to_string).collect();
+        assert_eq!(
+            nodes,
+            [
+                "rabbit1:5673",
+                "rabbit2:5674",
+                "rabbit3:5673",
+                "[fd00::3]:5675",
+                "10.0.0.4:5673"
+            ]
+        );
+        assert_eq!(endpoint.authority(), "rabbit1:5673");
+        // The URL's node alone without a list, and with an empty one.
+        let single = AmqpEndpoint::parse("amqp.url", "amqp://h/%2f", None).expect("valid");
+        assert_eq!(single.nodes().len(), 1);
+        assert_eq!(
+            single
+                .with_nodes("amqp.nodes", " ,")
+                .expect("empty")
+                .nodes()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_bad_node_is_named_and_a_password_in_one_is_not_shown() {
+        let endpoint =
+            || AmqpEndpoint::parse("events.amqp_url", "amqp://h/%2f", None).expect("valid");
+        for entry in ["rabbit2:99999", "rabbit2:5672/vhost", "<rabbit2>:1", "[::1"] {
+            let message = endpoint()
+                .with_nodes("events.amqp_nodes", entry)
+                .expect_err(entry)
+                .to_string();
+            assert!(message.starts_with("events.amqp_nodes: "), "{message}");
+            assert!(message.contains("is not host:port"), "{message}");
+        }
+        let message = endpoint()
+            .with_nodes("events.amqp_nodes", "guest:secret@rabbit2:5672")
+            .expect_err("userinfo")
+            .to_string();
+        assert!(message.contains("user information"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
     }
 
     #[test]
