@@ -104,7 +104,7 @@ impl LoginEvent {
 
     /// The span of this event's publish, from publishing to RabbitMQ's
     /// confirm, in the login's trace (a disabled span while traces are off).
-    fn publish_span(&self) -> tracing::Span {
+    fn publish_span(&self) -> telemetry::Traced {
         telemetry::entry_from_traceparent(self.traceparent.as_deref()).call_span(
             "rabbitmq",
             "amqp",
@@ -113,9 +113,9 @@ impl LoginEvent {
     }
 
     /// The message's properties; the headers carry `span`'s trace context.
-    fn properties(&self, span: &tracing::Span) -> BasicProperties {
+    fn properties(&self, span: &telemetry::Traced) -> BasicProperties {
         let mut headers = FieldTable::default();
-        switchboard_runtime::amqp::trace::inject_span(span, &mut headers);
+        switchboard_runtime::amqp::trace::inject_traced(span, &mut headers);
         if let Some(id) = &self.request_id {
             headers.insert(
                 REQUEST_ID_HEADER.into(),
@@ -373,7 +373,7 @@ impl Publisher {
         let bodies: Vec<Vec<u8>> = batch.iter().map(LoginEvent::body).collect();
         // Dropped when the batch's outcomes are in: each event's span lasts
         // until the batch's confirms (or their deadline).
-        let spans: Vec<tracing::Span> = batch.iter().map(LoginEvent::publish_span).collect();
+        let spans: Vec<telemetry::Traced> = batch.iter().map(LoginEvent::publish_span).collect();
         let messages: Vec<Message<'_>> = batch
             .iter()
             .zip(&bodies)
@@ -403,7 +403,7 @@ impl Publisher {
                 Some(Outcome::Confirmed) => *done = true,
                 Some(Outcome::Unroutable { reply_text, .. }) => {
                     *done = true;
-                    telemetry::failed(span, &"no queue bound for the event");
+                    telemetry::failed(span.span(), &"no queue bound for the event");
                     tracing::warn!(
                         message_id = %event.message_id,
                         exchange,
@@ -415,9 +415,12 @@ impl Publisher {
                 }
                 Some(Outcome::Refused) => {
                     refused += 1;
-                    telemetry::failed(span, &"RabbitMQ refused the event (nack); kept for retry");
+                    telemetry::failed(
+                        span.span(),
+                        &"RabbitMQ refused the event (nack); kept for retry",
+                    );
                 }
-                None => telemetry::failed(span, &"not confirmed; kept for retry"),
+                None => telemetry::failed(span.span(), &"not confirmed; kept for retry"),
             }
         }
         self.settle(&batch, &settled);
@@ -500,7 +503,7 @@ mod tests {
             body,
             serde_json::json!({"name": "authentication", "data": "admin@example.com logged in"})
         );
-        let properties = event.properties(&tracing::Span::none());
+        let properties = event.properties(&event.publish_span());
         assert_eq!(properties.delivery_mode(), &Some(2));
         assert_eq!(
             properties.content_type().as_ref().map(|s| s.as_str()),

@@ -33,7 +33,6 @@ use switchboard_runtime::telemetry::SpanKind;
 use switchboard_runtime::{Shutdown, lifecycle};
 use switchboard_wire::LogLimits;
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
 use crate::backoff::{Backoff, Breaker, Pass};
 use crate::dead_letter::{self, DeadLetters};
@@ -165,10 +164,10 @@ async fn consume(
             delivery = consumer.next() => match delivery {
                 Some(Ok(delivery)) => {
                     let context = context.clone();
-                    let span = delivery_span(&delivery);
+                    let traced = delivery_span(&delivery);
                     let dead_letters = dead_letters.clone();
                     in_flight.spawn(
-                        handle(context, dead_letters, delivery, queue_kind).instrument(span),
+                        traced.instrument(handle(context, dead_letters, delivery, queue_kind)),
                     );
                 }
                 Some(Err(err)) => return Err(SessionError::Lost(err)),
@@ -205,7 +204,7 @@ async fn consume(
     Ok(())
 }
 
-fn delivery_span(delivery: &Delivery) -> tracing::Span {
+fn delivery_span(delivery: &Delivery) -> switchboard_runtime::telemetry::Traced {
     let properties = &delivery.properties;
     let message_id = properties.message_id().as_ref().map(|id| id.to_string());
     let request_id = properties

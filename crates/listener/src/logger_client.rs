@@ -284,7 +284,7 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
     let count = entries.len();
     // The call's own spans (tarpc's) join the first event's trace; each
     // entry's span at the logger joins its own event's.
-    let span = telemetry::entry_from_traceparent(
+    let traced = telemetry::entry_from_traceparent(
         entries
             .first()
             .and_then(|first| first.traceparent.as_deref()),
@@ -296,11 +296,10 @@ async fn forward_chunk(connection: &RpcConnection, batch: Vec<Queued>, timeout: 
             let _ = sender.send(outcome.clone());
         }
     };
-    let answer = connection
-        .call(timeout, |client, ctx| async move {
+    let answer = traced
+        .instrument(connection.call(timeout, |client, ctx| async move {
             client.log_entries(ctx, entries).await
-        })
-        .instrument(span)
+        }))
         .await;
     let replies = match answer {
         Ok(Ok(replies)) => replies,

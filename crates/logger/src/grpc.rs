@@ -12,7 +12,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Code, Request, Response, Status};
-use tracing::Instrument;
 
 use switchboard_runtime::Shutdown;
 use switchboard_runtime::http::REQUEST_ID_HEADER;
@@ -65,7 +64,7 @@ impl LogService for GrpcDoor {
                     Status::invalid_argument(EntryError::IdNotVisibleAscii.message())
                 })?),
             };
-        let span = telemetry::entry(&HeaderExtractor(request.metadata().as_ref())).span(
+        let traced = telemetry::entry(&HeaderExtractor(request.metadata().as_ref())).span(
             SpanKind::Server,
             format_args!("LogService/WriteLog"),
             || {
@@ -79,36 +78,36 @@ impl LogService for GrpcDoor {
                 )
             },
         );
-        async move {
-            let Some(log) = request.into_inner().log_entry else {
-                return Err(Status::invalid_argument(
-                    "invalid log entry: logEntry is missing",
-                ));
-            };
-            match self.ingest.log(Door::grpc, log.name, log.data, id).await {
-                Ok(entry) => {
-                    tracing::debug!(name = entry.name(), "logged");
-                    Ok(Response::new(LogResponse {
-                        result: LOGGED.to_owned(),
-                    }))
+        traced
+            .instrument(async move {
+                let Some(log) = request.into_inner().log_entry else {
+                    return Err(Status::invalid_argument(
+                        "invalid log entry: logEntry is missing",
+                    ));
+                };
+                match self.ingest.log(Door::grpc, log.name, log.data, id).await {
+                    Ok(entry) => {
+                        tracing::debug!(name = entry.name(), "logged");
+                        Ok(Response::new(LogResponse {
+                            result: LOGGED.to_owned(),
+                        }))
+                    }
+                    Err(err @ IngestError::Invalid(_)) => {
+                        tracing::info!(error = %err, "refused");
+                        Err(Status::invalid_argument(err.to_string()))
+                    }
+                    Err(err @ IngestError::Conflict { .. }) => {
+                        tracing::info!(error = %err, "refused a conflicting repeat of an id");
+                        Err(Status::already_exists(err.to_string()))
+                    }
+                    Err(err @ IngestError::Store(_)) => {
+                        tracing::warn!(error = %err, "write failed");
+                        telemetry::failed(&tracing::Span::current(), &err);
+                        Err(Status::unavailable(err.to_string()))
+                    }
                 }
-                Err(err @ IngestError::Invalid(_)) => {
-                    tracing::info!(error = %err, "refused");
-                    Err(Status::invalid_argument(err.to_string()))
-                }
-                Err(err @ IngestError::Conflict { .. }) => {
-                    tracing::info!(error = %err, "refused a conflicting repeat of an id");
-                    Err(Status::already_exists(err.to_string()))
-                }
-                Err(err @ IngestError::Store(_)) => {
-                    tracing::warn!(error = %err, "write failed");
-                    telemetry::failed(&tracing::Span::current(), &err);
-                    Err(Status::unavailable(err.to_string()))
-                }
-            }
-        }
-        .instrument(span)
-        .await
+            })
+            .await
     }
 }
 

@@ -60,7 +60,7 @@ impl RpcDoor {
         entry: LogEntry,
     ) -> Result<String, RpcError> {
         let LogEntry { name, data, id } = entry;
-        let span = telemetry::entry_from_traceparent(traceparent.as_deref()).span(
+        let traced = telemetry::entry_from_traceparent(traceparent.as_deref()).span(
             SpanKind::Internal,
             format_args!("LogRpc.{method} entry"),
             || {
@@ -74,29 +74,29 @@ impl RpcDoor {
                 )
             },
         );
-        async move {
-            match self.ingest.log(Door::rpc, name, data, id).await {
-                Ok(entry) => {
-                    tracing::debug!(name = entry.name(), "logged");
-                    Ok(processed_reply(entry.name()))
+        traced
+            .instrument(async move {
+                match self.ingest.log(Door::rpc, name, data, id).await {
+                    Ok(entry) => {
+                        tracing::debug!(name = entry.name(), "logged");
+                        Ok(processed_reply(entry.name()))
+                    }
+                    Err(IngestError::Invalid(err)) => {
+                        tracing::info!(error = %err, "refused");
+                        Err(RpcError::Invalid(err.to_string()))
+                    }
+                    Err(err @ IngestError::Conflict { .. }) => {
+                        tracing::info!(error = %err, "refused a conflicting repeat of an id");
+                        Err(RpcError::Conflict(err.to_string()))
+                    }
+                    Err(IngestError::Store(err)) => {
+                        tracing::warn!(error = %err, "write failed");
+                        telemetry::failed(&tracing::Span::current(), &err);
+                        Err(RpcError::Unavailable(err.to_string()))
+                    }
                 }
-                Err(IngestError::Invalid(err)) => {
-                    tracing::info!(error = %err, "refused");
-                    Err(RpcError::Invalid(err.to_string()))
-                }
-                Err(err @ IngestError::Conflict { .. }) => {
-                    tracing::info!(error = %err, "refused a conflicting repeat of an id");
-                    Err(RpcError::Conflict(err.to_string()))
-                }
-                Err(IngestError::Store(err)) => {
-                    tracing::warn!(error = %err, "write failed");
-                    telemetry::failed(&tracing::Span::current(), &err);
-                    Err(RpcError::Unavailable(err.to_string()))
-                }
-            }
-        }
-        .instrument(span)
-        .await
+            })
+            .await
     }
 }
 

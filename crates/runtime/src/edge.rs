@@ -26,7 +26,6 @@ use axum::response::{IntoResponse, Response};
 use futures::FutureExt as _;
 use futures::future::{CatchUnwind, Either, Map};
 use tower::{Layer, Service};
-use tracing::Instrument as _;
 
 use crate::http::{ApiError, REQUEST_ID_HEADER};
 use crate::metrics::{HttpMetrics, method_label};
@@ -90,11 +89,9 @@ where
                 id
             }
         };
-        let trace = telemetry::entry(&HeaderExtractor(request.headers()));
-        let is_traced = trace.is_traced();
         // Named by its method until the answer says its route: a client's
         // path never names a span (nor labels a metric).
-        let span = trace.span(
+        let trace = telemetry::entry(&HeaderExtractor(request.headers())).span(
             SpanKind::Server,
             format_args!("{}", method_label(request.method())),
             || {
@@ -109,7 +106,7 @@ where
                 )
             },
         );
-        let traced = is_traced.then(|| span.clone());
+        let traced = trace.is_traced().then(|| trace.span().clone());
         // The method and URI are reference-counted: kept for the metrics at
         // no allocation.
         let mut counted = Counted {
@@ -121,23 +118,20 @@ where
             traced,
         };
         let started = counted.started;
-        let answer = span.in_scope(|| self.inner.call(request));
-        Box::pin(
-            async move {
-                let Ok(mut response) = answer.await;
-                counted.answered(&response);
-                // The line tower-http's trace layer wrote, so the journal
-                // reads as before.
-                tracing::info!(
-                    latency = %format_args!("{} ms", started.elapsed().as_millis()),
-                    status = response.status().as_u16(),
-                    "finished processing request"
-                );
-                response.headers_mut().insert(header, id);
-                Ok(response)
-            }
-            .instrument(span),
-        )
+        let answer = trace.in_scope(|| self.inner.call(request));
+        Box::pin(trace.instrument(async move {
+            let Ok(mut response) = answer.await;
+            counted.answered(&response);
+            // The line tower-http's trace layer wrote, so the journal
+            // reads as before.
+            tracing::info!(
+                latency = %format_args!("{} ms", started.elapsed().as_millis()),
+                status = response.status().as_u16(),
+                "finished processing request"
+            );
+            response.headers_mut().insert(header, id);
+            Ok(response)
+        }))
     }
 }
 

@@ -13,10 +13,10 @@ pub fn inject(headers: &mut FieldTable) {
     telemetry::inject(&mut HeadersCarrier(headers));
 }
 
-/// Adds `span`'s trace context to `headers`: the span of a publish that
-/// runs outside the work that produced the message (a queued event).
-pub fn inject_span(span: &tracing::Span, headers: &mut FieldTable) {
-    telemetry::inject_span(span, &mut HeadersCarrier(headers));
+/// Adds the trace context of `traced`, a publish that runs outside the work
+/// that produced the message (a queued event), to `headers`.
+pub fn inject_traced(traced: &telemetry::Traced, headers: &mut FieldTable) {
+    traced.inject(&mut HeadersCarrier(headers));
 }
 
 /// The trace of a message consumed: the one its headers carry, or a new

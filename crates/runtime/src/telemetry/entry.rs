@@ -2,10 +2,10 @@
 //! entry of a batch), its trace is decided once, before its span exists:
 //! kept, or not. A kept trace's spans become OpenTelemetry spans; a trace
 //! that is not kept costs no OpenTelemetry work at all, in its entry span or
-//! in any span beneath it, because the trace layer's filter ([`KeptTraces`])
-//! never lets them through. (Left to the sampler, every span would be built,
-//! sampled and dropped: with `sample_ratio = 0` that cost the broker half
-//! again its instructions per request.)
+//! in any span made while its work runs, because the trace layer's filter
+//! ([`KeptTraces`]) never lets them through. (Left to the sampler, every
+//! span would be built, sampled and dropped: with `sample_ratio = 0` that
+//! cost the broker half again its instructions per request.)
 //!
 //! The decision is the sampler's rule ([`super::WithinRatio`]), taken early:
 //! a caller's trace is kept when the caller kept it and its trace id falls
@@ -14,26 +14,28 @@
 //! id is handed to the SDK's id generator ([`PresetIds`]) when its span
 //! starts, on the thread that decided.
 //!
-//! A trace that is not kept still travels: its entry span carries a mark
-//! ([`Unkept`], set by [`UnkeptMarks`]) with the trace id and the caller's
-//! span, which outgoing calls send on flagged not sampled, so the services
-//! after this one do not start (and keep) a trace of their own for it.
+//! A trace that is not kept still travels: while its work runs (a task-local
+//! around the work's future, see [`Traced::instrument`]) outgoing calls send
+//! its trace id on flagged not sampled, so the services after this one do
+//! not start (and keep) a trace of their own for it. The task-local, not a
+//! mark on the span, because the span need not exist: with the log filter
+//! above `info` nothing else wants it.
 
 use std::cell::Cell;
+use std::future::Future;
 
-use opentelemetry::propagation::Extractor;
+use futures::future::Either;
+use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt as _, TraceFlags, TraceId, TraceState,
 };
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
-use tracing::span::{Attributes, Id};
 use tracing::subscriber::Interest;
-use tracing::{Metadata, Span, Subscriber};
+use tracing::{Instrument as _, Metadata, Span, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::{Context, Filter};
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::{Layer, Registry};
 
 use super::SpanKind;
 
@@ -58,8 +60,8 @@ enum Decision {
     Unkept(Unkept),
 }
 
-/// The mark on the entry span of a trace that is not kept: what goes on to
-/// the next service (this trace id, the caller's span, not sampled).
+/// A trace that is not kept: what goes on to the next service (this trace
+/// id, the caller's span, not sampled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Unkept {
     trace_id: TraceId,
@@ -78,13 +80,23 @@ impl Unkept {
     }
 }
 
-/// What the span being made is, for [`KeptTraces`] and [`UnkeptMarks`]:
-/// set around the one call that makes an entry span, on the thread that
-/// makes it (span creation runs the layers synchronously).
+tokio::task_local! {
+    /// Set while the work of a trace not kept runs.
+    static UNKEPT: Unkept;
+}
+
+/// The trace not kept whose work is running here, if any.
+pub(super) fn running_unkept() -> Option<Unkept> {
+    UNKEPT.try_with(|unkept| *unkept).ok()
+}
+
+/// What the span being made is, for [`KeptTraces`]: set around the one call
+/// that makes an entry span, on the thread that makes it (span creation
+/// runs the layers synchronously).
 #[derive(Debug, Clone, Copy)]
 enum Hint {
     Kept,
-    Unkept(Unkept),
+    Unkept,
 }
 
 thread_local! {
@@ -129,6 +141,9 @@ fn decide(parent: opentelemetry::Context, ratio: f64) -> Decision {
             })
         };
     }
+    if let Some(unkept) = running_unkept() {
+        return Decision::Unkept(unkept);
+    }
     if !Span::current().is_none() {
         return Decision::Inherit;
     }
@@ -148,30 +163,28 @@ fn decide(parent: opentelemetry::Context, ratio: f64) -> Decision {
 }
 
 impl Entry {
-    /// Whether the work's spans can reach a collector (false while traces
-    /// are off and for a trace that is not kept).
-    pub fn is_traced(&self) -> bool {
-        matches!(self.0, Decision::Inherit | Decision::Kept { .. })
-    }
-
     /// Makes the entry's span with `make` (a span that declares
     /// `otel.kind`, `otel.name` and, where its lines should carry
     /// `TRACE_ID`, `trace_id` as `Empty`) and joins it to its trace, named
-    /// `name` and of `kind` there.
+    /// `name` and of `kind` there. Run the work through
+    /// [`Traced::instrument`] (or [`Traced::in_scope`]).
     pub fn span(
         self,
         kind: SpanKind,
         name: std::fmt::Arguments<'_>,
         make: impl FnOnce() -> Span,
-    ) -> Span {
+    ) -> Traced {
         match self.0 {
-            Decision::Off => make(),
-            Decision::Unkept(unkept) => with_hint(Hint::Unkept(unkept), make),
+            Decision::Off => Traced::kept(make()),
+            Decision::Unkept(unkept) => Traced {
+                span: with_hint(Hint::Unkept, make),
+                unkept: Some(unkept),
+            },
             Decision::Inherit => {
                 let span = make();
                 super::describe(&span, kind, name);
                 super::record_trace_id(&span);
-                span
+                Traced::kept(span)
             }
             Decision::Kept { parent, new_trace } => {
                 let span = with_hint(Hint::Kept, make);
@@ -185,17 +198,70 @@ impl Entry {
                 NEW_TRACE.set(new_trace);
                 super::record_trace_id(&span);
                 NEW_TRACE.set(None);
-                span
+                Traced::kept(span)
             }
         }
     }
 
     /// An outgoing call's span (see [`super::call_span`]) as the entry of
     /// the work it carries on: a queued event's publish, a batch's call.
-    pub fn call_span(self, downstream: &str, transport: &str, kind: SpanKind) -> Span {
+    pub fn call_span(self, downstream: &str, transport: &str, kind: SpanKind) -> Traced {
         self.span(kind, format_args!("{downstream} {transport}"), || {
             super::new_call_span(downstream, transport)
         })
+    }
+}
+
+/// The span of work that entered this service, and whether its trace is
+/// kept.
+#[derive(Debug, Clone)]
+pub struct Traced {
+    span: Span,
+    unkept: Option<Unkept>,
+}
+
+impl Traced {
+    fn kept(span: Span) -> Self {
+        Self { span, unkept: None }
+    }
+
+    /// The work's span (disabled when neither the logs nor a kept trace
+    /// want it).
+    pub fn span(&self) -> &Span {
+        &self.span
+    }
+
+    /// Whether the work's spans can reach a collector: traces are on and
+    /// its trace was not turned down.
+    pub fn is_traced(&self) -> bool {
+        super::enabled() && self.unkept.is_none()
+    }
+
+    /// Runs `work` (the work's future) inside the span, and for a trace not
+    /// kept with that known to every span and outgoing call it makes.
+    pub fn instrument<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
+        let work = work.instrument(self.span);
+        match self.unkept {
+            None => Either::Left(work),
+            Some(unkept) => Either::Right(UNKEPT.scope(unkept, work)),
+        }
+    }
+
+    /// [`Traced::instrument`] for synchronous work.
+    pub fn in_scope<R>(&self, work: impl FnOnce() -> R) -> R {
+        match self.unkept {
+            None => self.span.in_scope(work),
+            Some(unkept) => UNKEPT.sync_scope(unkept, || self.span.in_scope(work)),
+        }
+    }
+
+    /// Writes the work's trace context into `carrier`: for work carried on
+    /// outside its span (a queued event's publish).
+    pub fn inject(&self, carrier: &mut dyn Injector) {
+        match self.unkept {
+            Some(unkept) => super::inject_context(&unkept.context(), carrier),
+            None => super::inject_span(&self.span, carrier),
+        }
     }
 }
 
@@ -214,10 +280,11 @@ fn with_hint(hint: Hint, make: impl FnOnce() -> Span) -> Span {
 }
 
 /// The trace layer's filter: the spans a trace is made of (`spans`), and of
-/// those only the spans of kept traces. A span is kept when it is the entry
-/// span of a kept trace, or when its parent was kept; a span with no traced
-/// parent starts a trace of its own (tarpc's server span, which takes its
-/// caller's context right after) and is left to the sampler.
+/// those only the spans of kept traces. A span is turned down when it is the
+/// entry span of a trace not kept, when it is made while the work of such a
+/// trace runs, or when its traced parent was turned down; a span with no
+/// traced parent starts a trace of its own (tarpc's server span, which takes
+/// its caller's context right after) and is left to the sampler.
 pub(super) struct KeptTraces {
     pub(super) spans: Targets,
 }
@@ -231,21 +298,23 @@ where
             return false;
         }
         match HINT.get() {
-            Some(Hint::Kept) => true,
-            Some(Hint::Unkept(_)) => false,
-            None => {
-                // `current_span` is the registry's, unfiltered: a traceable
-                // parent this filter turned down was in a trace not kept.
-                let parent = cx.current_span();
-                match (parent.id(), parent.metadata()) {
-                    (Some(id), Some(parent))
-                        if self.spans.would_enable(parent.target(), parent.level()) =>
-                    {
-                        cx.span(id).is_some()
-                    }
-                    _ => true,
-                }
+            Some(Hint::Kept) => return true,
+            Some(Hint::Unkept) => return false,
+            None => {}
+        }
+        if running_unkept().is_some() {
+            return false;
+        }
+        // `current_span` is the registry's, unfiltered: a traceable parent
+        // this filter turned down was in a trace not kept.
+        let parent = cx.current_span();
+        match (parent.id(), parent.metadata()) {
+            (Some(id), Some(parent))
+                if self.spans.would_enable(parent.target(), parent.level()) =>
+            {
+                cx.span(id).is_some()
             }
+            _ => true,
         }
     }
 
@@ -257,39 +326,6 @@ where
             Interest::never()
         }
     }
-}
-
-/// Marks the entry span of a trace that is not kept with [`Unkept`]; runs
-/// beside the logs, under their filter.
-pub(super) struct UnkeptMarks;
-
-impl<S> Layer<S> for UnkeptMarks
-where
-    S: Subscriber + for<'lookup> LookupSpan<'lookup>,
-{
-    fn on_new_span(
-        &self,
-        _: &Attributes<'_>,
-        id: &Id,
-        cx: tracing_subscriber::layer::Context<'_, S>,
-    ) {
-        if let Some(Hint::Unkept(unkept)) = HINT.get()
-            && let Some(span) = cx.span(id)
-        {
-            span.extensions_mut().insert(unkept);
-        }
-    }
-}
-
-/// The mark of the not-kept trace `span` belongs to, from its entry span.
-pub(super) fn unkept(span: &Span) -> Option<Unkept> {
-    span.with_subscriber(|(id, dispatch)| {
-        let registry = dispatch.downcast_ref::<Registry>()?;
-        let span = registry.span(id)?;
-        span.scope()
-            .find_map(|span| span.extensions().get::<Unkept>().copied())
-    })
-    .flatten()
 }
 
 /// The SDK's random ids, except for the trace [`Entry::span`] just decided

@@ -40,7 +40,7 @@ use crate::config::{LogTarget, RuntimeSettings, TelemetrySettings};
 
 mod entry;
 
-pub use entry::{Entry, entry, entry_from_traceparent};
+pub use entry::{Entry, Traced, entry, entry_from_traceparent};
 
 /// Why traces could not be set up; the service does not start (an operator
 /// who asked for traces should not find out later that there are none).
@@ -139,15 +139,11 @@ pub fn init(
     Ok(TraceExporter { provider })
 }
 
-/// The subscriber while traces are on: the logs, under `log_filter` or-ed
-/// with every span a trace is made of, so that the entry span of a trace
-/// not kept exists (its fields then show in the log lines) and
-/// [`entry::UnkeptMarks`], under the same filter, marks it; and the trace
-/// layer, which turns the spans of kept traces into OpenTelemetry spans.
-/// (Every layer has a filter of its own: one without, even innermost, would
-/// turn each call site the others all turn down, hyper's `trace!` lines,
-/// into one asked on every call. Each filtered layer costs a span look-up on
-/// every enter and exit, so the marks share the logs' filter.)
+/// The subscriber while traces are on: the logs under `log_filter`, and
+/// the trace layer, which turns the spans of kept traces into OpenTelemetry
+/// spans. (Every layer has a filter of its own: one without would turn each
+/// call site the others all turn down, hyper's `trace!` lines, into one
+/// asked on every call.)
 fn traced_subscriber<L>(
     logs: L,
     log_filter: EnvFilter,
@@ -159,15 +155,8 @@ fn traced_subscriber<L>(
 where
     L: Layer<Registry> + Send + Sync + 'static,
 {
-    use tracing_subscriber::filter::FilterExt as _;
-    let spans_of_traces = tracing_subscriber::filter::filter_fn(|meta| {
-        meta.is_span() && traced_spans().would_enable(meta.target(), meta.level())
-    });
     tracing_subscriber::registry()
-        .with(
-            logs.and_then(entry::UnkeptMarks)
-                .with_filter(log_filter.or(spans_of_traces)),
-        )
+        .with(logs.with_filter(log_filter))
         .with(
             tracing_opentelemetry::layer()
                 .with_tracer(tracer)
@@ -479,10 +468,9 @@ pub fn inject(carrier: &mut dyn Injector) {
     inject_span(&Span::current(), carrier);
 }
 
-/// Writes `span`'s trace context into `carrier`: the span of work that runs
-/// outside the span that produced it (a queued event's publish). A trace
-/// that is not kept goes on flagged so.
-pub fn inject_span(span: &Span, carrier: &mut dyn Injector) {
+/// Writes `span`'s trace context into `carrier`; while the work of a trace
+/// not kept runs, that trace flagged so.
+fn inject_span(span: &Span, carrier: &mut dyn Injector) {
     if enabled()
         && let Some(context) = context_to_send(span)
     {
@@ -491,11 +479,11 @@ pub fn inject_span(span: &Span, carrier: &mut dyn Injector) {
 }
 
 fn context_to_send(span: &Span) -> Option<opentelemetry::Context> {
-    let context = span.context();
-    if context.span().span_context().is_valid() {
-        return Some(context);
+    if let Some(unkept) = entry::running_unkept() {
+        return Some(unkept.context());
     }
-    entry::unkept(span).map(|unkept| unkept.context())
+    let context = span.context();
+    context.span().span_context().is_valid().then_some(context)
 }
 
 /// Writes `context`'s trace context into `carrier`.
