@@ -177,7 +177,14 @@ impl Entry {
         match self.0 {
             Decision::Off => Traced::kept(make()),
             Decision::Unkept(unkept) => Traced {
-                span: with_hint(Hint::Unkept, make),
+                // A span every layer then turns down would still be made:
+                // the registry keeps a span some per-layer filter was asked
+                // about. Only the logs can want it.
+                span: if super::logs_want_spans() {
+                    with_hint(Hint::Unkept, make)
+                } else {
+                    Span::none()
+                },
                 unkept: Some(unkept),
             },
             Decision::Inherit => {

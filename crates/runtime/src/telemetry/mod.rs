@@ -103,6 +103,14 @@ fn sample_ratio() -> Option<f64> {
 
 static SAMPLE_RATIO: OnceLock<Option<f64>> = OnceLock::new();
 
+/// Whether the log filter lets spans of our level (`info`) through: when it
+/// does not, the entry span of a trace not kept is not made at all.
+fn logs_want_spans() -> bool {
+    LOGS_WANT_SPANS.get().copied().unwrap_or(true)
+}
+
+static LOGS_WANT_SPANS: OnceLock<bool> = OnceLock::new();
+
 /// Installs the global subscriber for `service` (e.g. `switchboard-auth`):
 /// logs as `runtime` says, and traces when `telemetry` names an endpoint.
 /// Must run inside the tokio runtime when traces are on (the exporter's gRPC
@@ -122,13 +130,19 @@ pub fn init(
     };
     // The log filter applies to the logs only: `log_filter = "warn"` must
     // not silence the spans a trace is made of.
+    let log_filter = log_filter(runtime);
+    let _ = LOGS_WANT_SPANS.set(
+        log_filter
+            .max_level_hint()
+            .is_none_or(|most| most >= LevelFilter::INFO),
+    );
     let logs = logs_layer(service, runtime);
     let installed = match &provider {
         Some(provider) => {
-            traced_subscriber(logs, log_filter(runtime), provider.tracer("switchboard")).try_init()
+            traced_subscriber(logs, log_filter, provider.tracer("switchboard")).try_init()
         }
         None => tracing_subscriber::registry()
-            .with(logs_layer(service, runtime).with_filter(log_filter(runtime)))
+            .with(logs.with_filter(log_filter))
             .try_init(),
     };
     if installed.is_err() {
