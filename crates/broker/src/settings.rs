@@ -70,10 +70,20 @@ pub struct Downstream {
     pub auth_url: String,
     /// Base URL of the logger's HTTP door (`POST /log`).
     pub logger_http_url: String,
+    /// The HTTP doors of further logger instances (same store), base URLs
+    /// separated by commas or spaces; empty for one logger. Requests go to
+    /// `logger_http_url` and these in turn.
+    pub logger_http_urls: String,
     /// `host:port` of the logger's Rust-native RPC door.
     pub logger_rpc_addr: String,
+    /// The RPC doors of further logger instances, `host:port` separated by
+    /// commas or spaces; empty for one logger.
+    pub logger_rpc_addrs: String,
     /// URL of the logger's gRPC door.
     pub logger_grpc_url: String,
+    /// The gRPC doors of further logger instances, URLs separated by commas
+    /// or spaces; empty for one logger. tonic balances over all of them.
+    pub logger_grpc_urls: String,
     /// Base URL of the mail service (`POST /send`).
     pub mail_url: String,
     /// Deadline of every outbound call (connect included), in milliseconds.
@@ -87,8 +97,11 @@ impl Default for Downstream {
         Self {
             auth_url: "http://127.0.0.1:8081".to_owned(),
             logger_http_url: "http://127.0.0.1:8082".to_owned(),
+            logger_http_urls: String::new(),
             logger_rpc_addr: "127.0.0.1:5001".to_owned(),
+            logger_rpc_addrs: String::new(),
             logger_grpc_url: "http://127.0.0.1:50001".to_owned(),
+            logger_grpc_urls: String::new(),
             mail_url: "http://127.0.0.1:8083".to_owned(),
             timeout_ms: 5000,
             default_log_via: LogVia::Rpc,
@@ -210,15 +223,25 @@ impl Settings {
         ] {
             check_http_url(key, value)?;
         }
-        if d.logger_rpc_addr
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
-            return Err(InvalidSetting {
-                key: "downstream.logger_rpc_addr",
-                value: d.logger_rpc_addr.clone(),
-                reason: "expected host:port".into(),
-            });
+        for (key, list) in [
+            ("downstream.logger_http_urls", &d.logger_http_urls),
+            ("downstream.logger_grpc_urls", &d.logger_grpc_urls),
+        ] {
+            for url in crate::clients::rotation::list_items(list) {
+                check_http_url(key, &url).map_err(|err| InvalidSetting {
+                    value: list.clone(),
+                    reason: format!("{url:?}: {}", err.reason),
+                    ..err
+                })?;
+            }
+        }
+        check_host_port(
+            "downstream.logger_rpc_addr",
+            &d.logger_rpc_addr,
+            &d.logger_rpc_addr,
+        )?;
+        for addr in crate::clients::rotation::list_items(&d.logger_rpc_addrs) {
+            check_host_port("downstream.logger_rpc_addrs", &d.logger_rpc_addrs, &addr)?;
         }
         if d.timeout_ms == 0 {
             return Err(InvalidSetting {
@@ -239,6 +262,26 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `addr`, an item of setting `key` (whose whole value is `value`), is `host:port`.
+fn check_host_port(key: &'static str, value: &str, addr: &str) -> Result<(), InvalidSetting> {
+    if addr
+        .rsplit_once(':')
+        .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+    {
+        let reason = if addr == value {
+            "expected host:port".to_owned()
+        } else {
+            format!("{addr:?}: expected host:port")
+        };
+        return Err(InvalidSetting {
+            key,
+            value: value.to_owned(),
+            reason,
+        });
+    }
+    Ok(())
 }
 
 fn check_http_url(key: &'static str, value: &str) -> Result<(), InvalidSetting> {
@@ -290,6 +333,25 @@ mod tests {
         settings.downstream.mail_url = "127.0.0.1:8083".into();
         let err = settings.validate().expect_err("no scheme");
         assert!(err.to_string().contains("downstream.mail_url"), "{err}");
+    }
+
+    #[test]
+    fn logger_lists_are_checked_item_by_item() {
+        let mut settings = Settings::default();
+        settings.downstream.logger_rpc_addrs = "10.0.0.2:5001, 10.0.0.3:5001".into();
+        settings.downstream.logger_grpc_urls = "http://10.0.0.2:50001 http://10.0.0.3:50001".into();
+        settings.downstream.logger_http_urls = "http://10.0.0.2:8082".into();
+        settings.validate().expect("lists validate");
+
+        settings.downstream.logger_rpc_addrs = "10.0.0.2:5001, 10.0.0.3".into();
+        let err = settings.validate().expect_err("no port").to_string();
+        assert!(err.contains("downstream.logger_rpc_addrs"), "{err}");
+        assert!(err.contains("\"10.0.0.3\""), "{err}");
+
+        let mut settings = Settings::default();
+        settings.downstream.logger_grpc_urls = "http://10.0.0.2:50001, 10.0.0.3:50001".into();
+        let err = settings.validate().expect_err("no scheme").to_string();
+        assert!(err.contains("downstream.logger_grpc_urls"), "{err}");
     }
 
     #[test]

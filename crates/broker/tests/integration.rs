@@ -835,3 +835,128 @@ async fn a_rabbitmq_outage_is_502_and_the_broker_reconnects() {
     broker.stop().await;
     drop(rabbit);
 }
+
+/// Several loggers: the broker's first logger is gone (its port refuses
+/// connections), the second is the real one. Every request over rpc, grpc
+/// and http is answered 202 and stored once (those that met the gone logger
+/// were sent again to the other), and `/downstreams` names the gone one
+/// while each transport stays reachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logger_that_is_gone_is_skipped_and_its_requests_go_to_the_next() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options::default()).await;
+    let gone = common::closed_port();
+    let mut settings = stack.broker_settings.clone();
+    let d = &mut settings.downstream;
+    // The gone logger first: the first request of each transport meets it.
+    d.logger_rpc_addrs = std::mem::replace(&mut d.logger_rpc_addr, format!("127.0.0.1:{gone}"));
+    d.logger_grpc_urls =
+        std::mem::replace(&mut d.logger_grpc_url, format!("http://127.0.0.1:{gone}"));
+    d.logger_http_urls =
+        std::mem::replace(&mut d.logger_http_url, format!("http://127.0.0.1:{gone}"));
+    let broker = common::LoneBroker::start(settings).await;
+
+    const REQUESTS: usize = 12;
+    for via in ["rpc", "grpc", "http"] {
+        let name = unique_name(&format!("gone_{via}"));
+        for index in 0..REQUESTS {
+            let body = log_action(&name, &format!("entry {index}"), Some(via));
+            let (status, body) = common::post(&broker.base, "/handle", body, None).await;
+            assert_eq!(status, 202, "via {via}, request {index}: {body}");
+        }
+        let entries = stack.wait_for_logs(&name, REQUESTS).await;
+        let mut data: Vec<&str> = entries
+            .iter()
+            .map(|entry| entry["data"].as_str().unwrap_or_default())
+            .collect();
+        data.sort_unstable();
+        data.dedup();
+        assert_eq!(
+            (entries.len(), data.len()),
+            (REQUESTS, REQUESTS),
+            "via {via}: every request stored once: {entries:?}"
+        );
+    }
+
+    let body: Value = common::client()
+        .get(format!("{}/downstreams", broker.base))
+        .send()
+        .await
+        .expect("downstreams")
+        .json()
+        .await
+        .expect("JSON");
+    for name in ["logger (rpc)", "logger (grpc)", "logger (http)"] {
+        let status = body["data"]
+            .as_array()
+            .and_then(|statuses| statuses.iter().find(|status| status["name"] == name))
+            .unwrap_or_else(|| panic!("{name} missing: {body}"));
+        assert_eq!(status["reachable"], json!(true), "{status}");
+        let detail = status["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("1 of 2 not answering") && detail.contains(&gone.to_string()),
+            "{status}"
+        );
+    }
+    broker.stop().await;
+    stack.stop().await;
+}
+
+/// A logger that accepts connections but never answers (a hung process)
+/// costs the requests that were sent to it their deadline (504), then is
+/// skipped: of sequential requests over rpc, grpc and http only the first
+/// few meet it (gRPC: until the health watcher's probe got no HTTP/2
+/// SETTINGS from it), and every 202 is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_logger_is_skipped_after_its_first_timeout() {
+    if servers_disabled() {
+        return;
+    }
+    let stack = Stack::start(Options {
+        timeout_ms: 1_000,
+        ..Options::default()
+    })
+    .await;
+    // Black holes in front of the real doors: they accept and hold.
+    let hung_rpc = common::proxy::Proxy::start(stack.logger_rpc.addr).await;
+    hung_rpc.resume(Mode::BlackHole).await;
+    let hung_http = common::proxy::Proxy::start(stack.logger_http_proxy.addr).await;
+    hung_http.resume(Mode::BlackHole).await;
+    let hung_grpc = common::proxy::Proxy::start(stack.logger_grpc.addr).await;
+    hung_grpc.resume(Mode::BlackHole).await;
+    let mut settings = stack.broker_settings.clone();
+    let d = &mut settings.downstream;
+    d.logger_rpc_addrs = std::mem::replace(&mut d.logger_rpc_addr, hung_rpc.addr.to_string());
+    d.logger_http_urls = std::mem::replace(&mut d.logger_http_url, hung_http.url());
+    d.logger_grpc_urls = std::mem::replace(&mut d.logger_grpc_url, hung_grpc.url());
+    let broker = common::LoneBroker::start(settings).await;
+
+    const REQUESTS: usize = 20;
+    for via in ["rpc", "grpc", "http"] {
+        let name = unique_name(&format!("hung_{via}"));
+        let mut accepted = 0;
+        let mut timed_out = 0;
+        for index in 0..REQUESTS {
+            let body = log_action(&name, &format!("entry {index}"), Some(via));
+            match common::post(&broker.base, "/handle", body, None).await {
+                (202, _) => accepted += 1,
+                (504, _) => timed_out += 1,
+                (status, body) => panic!("via {via}, request {index}: {status} {body}"),
+            }
+        }
+        // One timeout ejects it for 250 ms, then one trial (another
+        // timeout) for 500 ms: the hung logger takes a few requests, not
+        // every second one.
+        eprintln!("via {via}: {accepted} accepted, {timed_out} timed out");
+        assert!(
+            timed_out <= 3,
+            "via {via}: {timed_out} of {REQUESTS} timed out"
+        );
+        let entries = stack.wait_for_logs(&name, accepted).await;
+        assert_eq!(entries.len(), accepted, "via {via}: {entries:?}");
+    }
+    broker.stop().await;
+    stack.stop().await;
+}

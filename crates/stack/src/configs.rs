@@ -18,6 +18,11 @@ pub(crate) trait Wiring {
     fn amqp_url(&self) -> Option<String>;
     fn mongodb_url(&self) -> Option<String>;
     fn smtp_port(&self) -> Option<u16>;
+    /// The addresses of socket `name` of `service`'s further instances
+    /// (its second, third, …), in order.
+    fn other_instances(&self, _service: ServiceName, _name: &str) -> Vec<SocketAddr> {
+        Vec::new()
+    }
 
     /// `http://<address>` of `service`'s HTTP socket.
     fn http(&self, service: ServiceName) -> String {
@@ -88,6 +93,17 @@ pub(crate) fn service_config(
             downstream.logger_grpc_url =
                 format!("http://{}", wiring.socket(ServiceName::Logger, "grpc"));
             downstream.mail_url = wiring.http(ServiceName::Mail);
+            let others = |name: &str, prefix: &str| {
+                wiring
+                    .other_instances(ServiceName::Logger, name)
+                    .iter()
+                    .map(|addr| format!("{prefix}{addr}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            downstream.logger_http_urls = others("http", "http://");
+            downstream.logger_rpc_addrs = others("rpc", "");
+            downstream.logger_grpc_urls = others("grpc", "http://");
             // The dev stack is for looking inside; a deployment keeps it off.
             settings.admin.expose_downstreams = true;
             settings.admin.expose_logs = true;

@@ -79,6 +79,8 @@ struct Servers {
 #[derive(Debug, Clone, Default)]
 struct Addresses {
     sockets: BTreeMap<(ServiceName, &'static str), SocketAddr>,
+    /// The sockets of further instances (2, 3, …) of a service.
+    instance_sockets: BTreeMap<(ServiceName, usize, &'static str), SocketAddr>,
     postgres_port: Option<u16>,
     amqp_port: Option<u16>,
     rabbitmq_management_port: Option<u16>,
@@ -116,6 +118,15 @@ impl Wiring for Addresses {
 
     fn smtp_port(&self) -> Option<u16> {
         self.smtp_port
+    }
+
+    fn other_instances(&self, service: ServiceName, name: &str) -> Vec<SocketAddr> {
+        // Keys sort by instance: the list is in instance order.
+        self.instance_sockets
+            .iter()
+            .filter(|((s, _, n), _)| *s == service && *n == name)
+            .map(|(_, addr)| *addr)
+            .collect()
     }
 }
 
@@ -264,7 +275,7 @@ impl Stack {
         let sockets = bind_service_sockets(&options)?;
         let dependencies = options.dependencies();
         refuse_port_conflicts(&options, &dependencies, sockets.conflicts)?;
-        let mut addresses = Addresses::of_sockets(&sockets.bound);
+        let mut addresses = Addresses::of_sockets(&sockets.bound, &sockets.instances);
 
         let servers = start_servers(&options, &dependencies, &addresses, &folder.path, &terminal)?;
         if interrupted() {
@@ -303,7 +314,13 @@ impl Stack {
             stopped: false,
             folder,
         };
-        stack.launch(binaries, &environment, sockets.bound, &options)?;
+        stack.launch(
+            binaries,
+            &environment,
+            sockets.bound,
+            sockets.instances,
+            &options,
+        )?;
         Ok(stack)
     }
 
@@ -314,6 +331,7 @@ impl Stack {
         mut binaries: BTreeMap<ServiceName, PathBuf>,
         environment: &BTreeMap<ServiceName, Vec<(String, String)>>,
         mut bound: BTreeMap<ServiceName, Vec<NamedSocket>>,
+        mut instances: BTreeMap<(ServiceName, usize), Vec<NamedSocket>>,
         options: &StackOptions,
     ) -> Result<()> {
         let log_dir = self.folder.path.join("logs");
@@ -322,17 +340,25 @@ impl Stack {
             else {
                 continue;
             };
-            let service_sockets = bound.remove(&service).unwrap_or_default();
-            let log = ServiceLog::create(service, &log_dir)?;
-            self.supervisors.push(Supervisor::new(
-                service,
-                binary,
-                env.clone(),
-                options.lazy,
-                service_sockets,
-                log,
-                Arc::clone(&self.shared),
-            ));
+            for instance in 1..=options.instance_count(service) {
+                let service_sockets = if instance == 1 {
+                    bound.remove(&service).unwrap_or_default()
+                } else {
+                    instances.remove(&(service, instance)).unwrap_or_default()
+                };
+                let label = supervisor::instance_label(service, instance);
+                let log = ServiceLog::create(service, &label, &log_dir)?;
+                self.supervisors.push(Supervisor::new(
+                    service,
+                    instance,
+                    binary.clone(),
+                    env.clone(),
+                    options.lazy,
+                    service_sockets,
+                    log,
+                    Arc::clone(&self.shared),
+                ));
+            }
         }
         // Sockets of services that do not run: closed, so calls to them are refused.
         drop(bound);
@@ -349,14 +375,14 @@ impl Stack {
                     .spawn(move || watcher.watch_for_connections())
                     .map_err(|e| StackError::io("starting a socket watcher thread", e))?;
                 self.watchers.push(handle);
-                lazy.push(supervisor.service.as_str());
+                lazy.push(supervisor.label.as_str());
             } else {
                 supervisor.start()?;
                 eager.push(Arc::clone(supervisor));
             }
         }
         if !eager.is_empty() {
-            let names: Vec<&str> = eager.iter().map(|s| s.service.as_str()).collect();
+            let names: Vec<&str> = eager.iter().map(|s| s.label.as_str()).collect();
             self.shared
                 .terminal
                 .progress(format!("starting {}", names.join(", ")));
@@ -365,7 +391,7 @@ impl Stack {
             supervisor.wait_ready(options.ready_timeout, options.interrupt.as_deref())?;
             self.shared.terminal.progress(format!(
                 "{} ready ({:.1?})",
-                supervisor.service,
+                supervisor.label,
                 started.elapsed()
             ));
         }
@@ -531,15 +557,78 @@ impl Stack {
     }
 
     fn supervisor(&self, service: ServiceName) -> Result<&Arc<Supervisor>> {
+        self.instance(service, 1)
+    }
+
+    fn instance(&self, service: ServiceName, instance: usize) -> Result<&Arc<Supervisor>> {
         self.supervisors
             .iter()
-            .find(|s| s.service == service)
+            .find(|s| s.service == service && s.instance == instance)
             .ok_or(StackError::ServiceNotSelected(service))
     }
 
-    /// The services this stack runs, in start order.
+    /// The services this stack runs, in start order (each once, however
+    /// many instances it has).
     pub fn services(&self) -> Vec<ServiceName> {
-        self.supervisors.iter().map(|s| s.service).collect()
+        self.supervisors
+            .iter()
+            .filter(|s| s.instance == 1)
+            .map(|s| s.service)
+            .collect()
+    }
+
+    /// The address of socket `socket` of the service's instance `instance`
+    /// (1: the service itself, as [`Stack::socket_addr`]).
+    pub fn instance_socket_addr(
+        &self,
+        service: ServiceName,
+        instance: usize,
+        socket: &str,
+    ) -> Option<SocketAddr> {
+        if instance <= 1 {
+            return self.socket_addr(service, socket);
+        }
+        self.addresses
+            .instance_sockets
+            .iter()
+            .find(|((s, i, n), _)| *s == service && *i == instance && *n == socket)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// [`Stack::kill`] for one instance of the service.
+    pub fn kill_instance(
+        &self,
+        service: ServiceName,
+        instance: usize,
+        signal: Signal,
+    ) -> Result<bool> {
+        Ok(self.instance(service, instance)?.kill(signal))
+    }
+
+    /// [`Stack::close_sockets`] for one instance of the service.
+    pub fn close_instance_sockets(&self, service: ServiceName, instance: usize) -> Result<()> {
+        self.instance(service, instance)?.close_sockets();
+        Ok(())
+    }
+
+    /// [`Stack::start_service`] for one instance of the service.
+    pub fn start_instance(&self, service: ServiceName, instance: usize) -> Result<()> {
+        let supervisor = self.instance(service, instance)?;
+        supervisor.start()?;
+        supervisor.wait_ready(self.shared.ready_timeout, None)
+    }
+
+    /// [`Stack::service_pid`] for one instance of the service.
+    pub fn instance_pid(&self, service: ServiceName, instance: usize) -> Option<u32> {
+        self.instance(service, instance).ok()?.pid()
+    }
+
+    /// [`Stack::service_log`] for one instance of the service.
+    pub fn instance_log(&self, service: ServiceName, instance: usize) -> String {
+        match self.instance(service, instance) {
+            Ok(supervisor) => supervisor.log.tail(400),
+            Err(err) => err.to_string(),
+        }
     }
 
     /// The pid of the service's current process.
@@ -666,6 +755,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 struct BoundSockets {
     bound: BTreeMap<ServiceName, Vec<NamedSocket>>,
+    /// Further instances' sockets, always on free ports (the usual ports
+    /// are the first instance's).
+    instances: BTreeMap<(ServiceName, usize), Vec<NamedSocket>>,
     conflicts: Vec<PortConflict>,
 }
 
@@ -709,7 +801,35 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
             }
         }
     }
-    Ok(BoundSockets { bound, conflicts })
+    let mut instances: BTreeMap<(ServiceName, usize), Vec<NamedSocket>> = BTreeMap::new();
+    for service in &options.services {
+        for instance in 2..=options.instance_count(*service) {
+            for spec in service.sockets() {
+                let label = supervisor::instance_label(*service, instance);
+                let port = switchboard_testkit::try_free_port().map_err(|source| {
+                    StackError::io(
+                        format!("choosing a free port for {label} ({})", spec.name),
+                        std::io::Error::other(source.to_string()),
+                    )
+                })?;
+                let socket = NamedSocket::bind(spec, port).map_err(|err| {
+                    StackError::io(
+                        format!("binding 127.0.0.1:{port} for {label} ({})", spec.name),
+                        err,
+                    )
+                })?;
+                instances
+                    .entry((*service, instance))
+                    .or_default()
+                    .push(socket);
+            }
+        }
+    }
+    Ok(BoundSockets {
+        bound,
+        instances,
+        conflicts,
+    })
 }
 
 fn dependency_port_list(
@@ -1039,13 +1159,23 @@ fn refuse_port_conflicts(
 }
 
 impl Addresses {
-    fn of_sockets(bound: &BTreeMap<ServiceName, Vec<NamedSocket>>) -> Self {
+    fn of_sockets(
+        bound: &BTreeMap<ServiceName, Vec<NamedSocket>>,
+        instances: &BTreeMap<(ServiceName, usize), Vec<NamedSocket>>,
+    ) -> Self {
         let mut addresses = Addresses::default();
         for (service, list) in bound {
             for socket in list {
                 addresses
                     .sockets
                     .insert((*service, socket.name), socket.addr);
+            }
+        }
+        for ((service, instance), list) in instances {
+            for socket in list {
+                addresses
+                    .instance_sockets
+                    .insert((*service, *instance, socket.name), socket.addr);
             }
         }
         addresses

@@ -88,6 +88,11 @@ pub struct StackOptions {
     pub service_ports: ServicePorts,
     /// The services to run; the dependency servers they need start with them.
     pub services: BTreeSet<ServiceName>,
+    /// How many instances of a service run (absent: one). Every instance
+    /// has the same configuration and sockets of its own on free ports; the
+    /// broker is configured with every logger instance's doors
+    /// (`downstream.logger_*_addrs|urls`).
+    pub instances: BTreeMap<ServiceName, usize>,
     /// Extra environment per service, applied after the stack's own
     /// configuration, so it wins.
     pub extra_env: BTreeMap<ServiceName, Vec<(String, String)>>,
@@ -139,6 +144,7 @@ impl StackOptions {
             dependency_ports: None,
             service_ports: ServicePorts::Free,
             services: ServiceName::ALL.into_iter().collect(),
+            instances: BTreeMap::new(),
             extra_env: BTreeMap::new(),
             lazy: false,
             bin_dir: None,
@@ -174,6 +180,22 @@ impl StackOptions {
     pub fn services(mut self, services: impl IntoIterator<Item = ServiceName>) -> Self {
         self.services = services.into_iter().collect();
         self
+    }
+
+    /// Runs `count` instances of `service` (at least one), each with the
+    /// same configuration and sockets of its own (free ports): several
+    /// loggers behind one store, say. The first is the one the other
+    /// methods and accessors name; the others are reached through
+    /// [`crate::Stack::instance_socket_addr`], [`crate::Stack::kill_instance`] and
+    /// their likes.
+    pub fn instances(mut self, service: ServiceName, count: usize) -> Self {
+        self.instances.insert(service, count.max(1));
+        self
+    }
+
+    /// How many instances of `service` run.
+    pub fn instance_count(&self, service: ServiceName) -> usize {
+        self.instances.get(&service).copied().unwrap_or(1).max(1)
     }
 
     /// Sets an environment variable for one service.

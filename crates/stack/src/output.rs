@@ -40,12 +40,11 @@ impl Terminal {
         }
     }
 
-    fn service_line(&self, service: ServiceName, line: &str) {
+    fn service_line(&self, service: ServiceName, name: &str, line: &str) {
         let Some(console) = self.console else {
             return;
         };
         let mut stdout = std::io::stdout().lock();
-        let name = service.as_str();
         // "frontend" is the longest name: prefixes line up.
         let _ = if console.color {
             writeln!(stdout, "\x1b[{}m{name:>8} |\x1b[0m {line}", color(service))
@@ -74,18 +73,21 @@ fn color(service: ServiceName) -> &'static str {
 #[derive(Debug)]
 pub(crate) struct ServiceLog {
     service: ServiceName,
+    /// The service's name, or `<service>-<n>` for its `n`th instance.
+    label: String,
     path: PathBuf,
     file: Mutex<File>,
     tail: Mutex<VecDeque<String>>,
 }
 
 impl ServiceLog {
-    pub(crate) fn create(service: ServiceName, dir: &Path) -> Result<Self> {
-        let path = dir.join(format!("{service}.log"));
+    pub(crate) fn create(service: ServiceName, label: &str, dir: &Path) -> Result<Self> {
+        let path = dir.join(format!("{label}.log"));
         let file = File::create(&path)
             .map_err(|e| StackError::io(format!("creating {}", path.display()), e))?;
         Ok(Self {
             service,
+            label: label.to_owned(),
             path,
             file: Mutex::new(file),
             tail: Mutex::new(VecDeque::with_capacity(TAIL_LINES)),
@@ -110,7 +112,7 @@ impl ServiceLog {
             }
             tail.push_back(line.to_owned());
         }
-        terminal.service_line(self.service, line);
+        terminal.service_line(self.service, &self.label, line);
     }
 
     /// The last `lines` lines (at most the in-memory tail).

@@ -61,6 +61,15 @@ while kill -0 "$1" 2>/dev/null; do sleep 0.5; done
 kill -KILL "-$2" 2>/dev/null
 "#;
 
+/// `logger` for a service's first instance, `logger-2` for its second.
+pub(crate) fn instance_label(service: ServiceName, instance: usize) -> String {
+    if instance <= 1 {
+        service.as_str().to_owned()
+    } else {
+        format!("{service}-{instance}")
+    }
+}
+
 /// What a service is doing, as far as the stack knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServicePhase {
@@ -116,6 +125,12 @@ struct SlotState {
 #[derive(Debug)]
 pub(crate) struct Supervisor {
     pub(crate) service: ServiceName,
+    /// 1 for the service, 2.. for further instances of it
+    /// ([`crate::StackOptions::instances`]).
+    pub(crate) instance: usize,
+    /// The service's name, or `<service>-<n>` for a further instance: its
+    /// log file, notify socket and console prefix.
+    pub(crate) label: String,
     binary: PathBuf,
     env: Vec<(String, String)>,
     lazy: bool,
@@ -127,8 +142,10 @@ pub(crate) struct Supervisor {
 }
 
 impl Supervisor {
+    #[allow(clippy::too_many_arguments)] // one call site, every argument a different thing
     pub(crate) fn new(
         service: ServiceName,
+        instance: usize,
         binary: PathBuf,
         env: Vec<(String, String)>,
         lazy: bool,
@@ -138,6 +155,8 @@ impl Supervisor {
     ) -> Arc<Self> {
         Arc::new(Self {
             service,
+            instance,
+            label: instance_label(service, instance),
             binary,
             env,
             // The listener's only socket is `metrics`, which activates
@@ -227,7 +246,7 @@ impl Supervisor {
             source,
         };
         let generation = state.generation + 1;
-        let notify_path = self.shared.run_dir.join(format!("{}.notify", self.service));
+        let notify_path = self.shared.run_dir.join(format!("{}.notify", self.label));
         let _ = std::fs::remove_file(&notify_path);
         let notify = UnixDatagram::bind(&notify_path).map_err(|e| {
             StackError::io(
@@ -310,12 +329,12 @@ impl Supervisor {
 
         let supervisor = Arc::clone(self);
         std::thread::Builder::new()
-            .name(format!("{}-notify", self.service))
+            .name(format!("{}-notify", self.label))
             .spawn(move || supervisor.receive_notifications(generation, notify))
             .map_err(spawn_error)?;
         let supervisor = Arc::clone(self);
         std::thread::Builder::new()
-            .name(format!("{}-output", self.service))
+            .name(format!("{}-output", self.label))
             .spawn(move || supervisor.forward_output(generation, reader))
             .map_err(spawn_error)?;
         Ok(())
@@ -435,7 +454,7 @@ impl Supervisor {
             if !closing {
                 self.shared
                     .terminal
-                    .progress(format!("{} exited unexpectedly ({status})", self.service));
+                    .progress(format!("{} exited unexpectedly ({status})", self.label));
             }
         }
         if self.lazy && !closing {
@@ -720,9 +739,10 @@ mod tests {
             .iter()
             .map(|spec| NamedSocket::bind(spec, 0).expect("bind"))
             .collect();
-        let log = ServiceLog::create(service, dir).expect("log");
+        let log = ServiceLog::create(service, service.as_str(), dir).expect("log");
         Supervisor::new(
             service,
+            1,
             PathBuf::from("/bin/false"),
             Vec::new(),
             lazy,

@@ -38,10 +38,29 @@ pub struct HttpReply {
     pub retry_after_secs: Option<u64>,
 }
 
+/// Why a request got no usable answer, and whether the downstream may not
+/// have answered at all (so another instance may be asked).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: DownstreamError,
+    /// No connection, or it broke before a status line came back: nothing
+    /// was acknowledged. Not a timeout: the deadline is spent.
+    pub unanswered: bool,
+}
+
 impl HttpClient {
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        Self::with_connect_timeout(timeout, timeout)
+    }
+
+    /// A client whose connects may take only `connect_timeout` of a
+    /// request's `timeout`.
+    pub fn with_connect_timeout(
+        timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
-            .connect_timeout(timeout)
+            .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             // Longer than the downstreams keep idle connections would risk
             // reusing one they are closing; axum keeps them until the client closes.
@@ -67,6 +86,27 @@ impl HttpClient {
         request_id: Option<&str>,
         client: Option<IpAddr>,
     ) -> Result<HttpReply, DownstreamError> {
+        self.post_envelope_within(downstream, url, body, request_id, client, self.timeout)
+            .await
+            .map_err(|failure| failure.error)
+    }
+
+    /// [`Self::post_envelope`] within `within` (what is left of a deadline),
+    /// telling a failure without an answer from the others.
+    pub async fn post_envelope_within(
+        &self,
+        downstream: Downstream,
+        url: &str,
+        body: &impl Serialize,
+        request_id: Option<&str>,
+        client: Option<IpAddr>,
+        within: Duration,
+    ) -> Result<HttpReply, Failure> {
+        // The downstream answered (or the deadline is spent): no retry.
+        let final_failure = |error| Failure {
+            error,
+            unanswered: false,
+        };
         let mut request = self
             .client
             .post(url)
@@ -79,10 +119,10 @@ impl HttpClient {
             request = request.header(FORWARDED_FOR_HEADER, client.to_string());
         }
         let call = async {
-            let response = request
-                .send()
-                .await
-                .map_err(|err| transport_error(downstream, &err))?;
+            let response = request.send().await.map_err(|err| Failure {
+                error: transport_error(downstream, &err),
+                unanswered: true,
+            })?;
             let status = response.status();
             let retry_after_secs = response
                 .headers()
@@ -92,12 +132,12 @@ impl HttpClient {
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|err| transport_error(downstream, &err))?;
+                .map_err(|err| final_failure(transport_error(downstream, &err)))?;
             let envelope: Envelope = serde_json::from_slice(&bytes).map_err(|err| {
-                DownstreamError::failed(
+                final_failure(DownstreamError::failed(
                     downstream,
                     format!("answered {status} without a JSON envelope ({err})"),
-                )
+                ))
             })?;
             Ok(HttpReply {
                 status,
@@ -105,9 +145,15 @@ impl HttpClient {
                 retry_after_secs,
             })
         };
-        tokio::time::timeout(self.timeout, call)
+        // The message names the whole deadline, as every timeout does.
+        tokio::time::timeout(within, call)
             .await
-            .unwrap_or_else(|_| Err(DownstreamError::timed_out(downstream, self.timeout)))
+            .unwrap_or_else(|_| {
+                Err(final_failure(DownstreamError::timed_out(
+                    downstream,
+                    self.timeout,
+                )))
+            })
     }
 
     /// `GET url`, within the deadline: the status and the JSON body, which

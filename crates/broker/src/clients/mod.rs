@@ -1,11 +1,18 @@
 //! The broker's downstream clients, each created once at start and shared by
-//! every request: one HTTP pool (auth, mail, logger's HTTP door), one tarpc
-//! client (logger RPC), one tonic channel (logger gRPC) and one AMQP
-//! connection (RabbitMQ). None of them waits for its downstream at start.
+//! every request: one HTTP pool (auth, mail), one for the loggers' HTTP
+//! doors, one tarpc client per logger (RPC), one tonic channel (logger gRPC,
+//! balanced over the loggers) and one AMQP connection (RabbitMQ). None of
+//! them waits for its downstream at start.
+//!
+//! Several logger instances behind one store are reached in turn
+//! ([`rotation::Rotation`] for RPC and HTTP, tonic's balancer for gRPC); a
+//! write that got no answer from one logger is sent once more to the next
+//! within its deadline, and stored once by its idempotency id.
 
 pub mod amqp;
 pub mod grpc;
 pub mod http;
+pub mod rotation;
 pub mod rpc;
 
 use std::net::IpAddr;
@@ -31,6 +38,8 @@ pub use self::amqp::AmqpPublisher;
 pub use self::grpc::GrpcLogger;
 pub use self::http::HttpClient;
 pub use self::rpc::RpcLogger;
+
+use self::rotation::Rotation;
 
 /// Why auth did not authenticate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +86,14 @@ impl IntoResponse for Throttled {
 pub struct Downstreams {
     auth_url: String,
     mail_url: String,
-    logger_http_url: String,
+    /// The loggers' HTTP doors (base URLs), in turn.
+    logger_http: Rotation<String>,
     timeout: Duration,
     http: HttpClient,
+    /// The loggers' own pool: with several loggers a connect may take only
+    /// half the deadline, so a logger that is unreachable leaves time for
+    /// the retry on the next.
+    logger_http_client: HttpClient,
     rpc: RpcLogger,
     grpc: GrpcLogger,
     amqp: Arc<AmqpPublisher>,
@@ -91,21 +105,44 @@ impl Downstreams {
     pub fn new(settings: &Settings, metrics: &Metrics) -> Result<Self, Error> {
         let d = &settings.downstream;
         let timeout = d.timeout();
-        let http = HttpClient::new(timeout).map_err(|err| Error::Client {
-            downstream: Downstream::LoggerHttp,
-            detail: crate::error::error_chain(&err),
-        })?;
-        let grpc = GrpcLogger::new(&d.logger_grpc_url, timeout).map_err(|err| Error::Client {
+        let client_error = |downstream: Downstream, err: &reqwest::Error| Error::Client {
+            downstream,
+            detail: crate::error::error_chain(err),
+        };
+        let http = HttpClient::new(timeout).map_err(|err| client_error(Downstream::Auth, &err))?;
+        let http_urls = rotation::with_others(&d.logger_http_url, &d.logger_http_urls);
+        let logger_connect_timeout = if http_urls.len() > 1 {
+            timeout / 2
+        } else {
+            timeout
+        };
+        let logger_http_client = HttpClient::with_connect_timeout(timeout, logger_connect_timeout)
+            .map_err(|err| client_error(Downstream::LoggerHttp, &err))?;
+        let no_logger = |downstream| Error::Client {
+            downstream,
+            detail: "no logger address".to_owned(),
+        };
+        let grpc = GrpcLogger::new(
+            rotation::with_others(&d.logger_grpc_url, &d.logger_grpc_urls),
+            timeout,
+        )
+        .map_err(|err| Error::Client {
             downstream: Downstream::LoggerGrpc,
             detail: crate::error::error_chain(&err),
         })?;
         Ok(Self {
             auth_url: d.auth_url.clone(),
             mail_url: d.mail_url.clone(),
-            logger_http_url: d.logger_http_url.clone(),
+            logger_http: Rotation::new(http_urls, timeout)
+                .ok_or_else(|| no_logger(Downstream::LoggerHttp))?,
             timeout,
             http,
-            rpc: RpcLogger::new(d.logger_rpc_addr.clone(), timeout),
+            logger_http_client,
+            rpc: RpcLogger::new(
+                rotation::with_others(&d.logger_rpc_addr, &d.logger_rpc_addrs),
+                timeout,
+            )
+            .ok_or_else(|| no_logger(Downstream::LoggerRpc))?,
             grpc,
             amqp: Arc::new(AmqpPublisher::new(
                 AmqpEndpoint::from_settings(
@@ -122,12 +159,19 @@ impl Downstreams {
         })
     }
 
-    /// Starts the background work: the AMQP connection supervisor (until
-    /// `stop`) and an early RPC connect, neither of which delays serving.
+    /// Starts the background work: the AMQP connection supervisor and the
+    /// gRPC loggers' health watcher (both until `stop`), and early RPC
+    /// connects; none of it delays serving.
     pub fn start(self: &Arc<Self>, stop: &Shutdown) -> tokio::task::JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move { this.rpc.warm_up().await });
-        tokio::spawn(Arc::clone(&self.amqp).supervise(stop.clone()))
+        let grpc = self.grpc.clone();
+        let grpc_stop = stop.clone();
+        let health = tokio::spawn(async move { grpc.watch_health(grpc_stop).await });
+        let amqp = tokio::spawn(Arc::clone(&self.amqp).supervise(stop.clone()));
+        tokio::spawn(async move {
+            let _ = tokio::join!(health, amqp);
+        })
     }
 
     pub fn timeout(&self) -> Duration {
@@ -280,17 +324,24 @@ impl Downstreams {
         request_id: Option<&str>,
     ) -> Result<serde_json::Value, DownstreamError> {
         let started = Instant::now();
+        let logger = self.logger_http.pick(None);
         let url = format!(
             "{}?limit={limit}",
-            http::join(&self.logger_http_url, "/logs")
+            http::join(self.logger_http.get(logger), "/logs")
         );
         let span = telemetry::call_span("logger-reads", "http", SpanKind::Client);
-        let read = match self
-            .http
+        let answer = self
+            .logger_http_client
             .get_json(Downstream::LoggerHttp, &url, request_id)
             .instrument(span)
-            .await
-        {
+            .await;
+        match &answer {
+            Err(DownstreamError::Unreachable { .. } | DownstreamError::TimedOut { .. }) => {
+                self.logger_http.failed(logger);
+            }
+            _ => self.logger_http.succeeded(logger),
+        }
+        let read = match answer {
             Ok((status, entries)) if status.is_success() && entries.is_array() => Ok(entries),
             Ok((status, _)) => Err(DownstreamError::failed(
                 Downstream::LoggerHttp,
@@ -309,23 +360,53 @@ impl Downstreams {
         read
     }
 
+    /// `POST /log` to the loggers' HTTP doors in turn; a request no logger
+    /// answered (no connection, or it broke before the answer) is sent once
+    /// more to the next, within the same deadline.
     async fn log_http(
         &self,
         entry: &LogEntry,
         request_id: Option<&str>,
     ) -> Result<(), DownstreamError> {
-        let url = http::join(&self.logger_http_url, "/log");
-        // The id makes a retried POST (hyper retries on a connection the
-        // logger closed as we reused it) store the entry once.
+        // The id makes a retried POST (ours on the next logger, or hyper's
+        // on a connection the logger closed as we reused it) store the
+        // entry once.
         let body = json!({ "name": entry.name, "data": entry.data, "id": entry.id });
-        let reply = self
-            .http
-            .post_envelope(Downstream::LoggerHttp, &url, &body, request_id, None)
-            .await?;
-        if reply.status.is_success() {
-            Ok(())
-        } else {
-            Err(http::non_success(Downstream::LoggerHttp, reply))
+        let deadline = Instant::now() + self.timeout;
+        let mut failed_on = None;
+        loop {
+            let logger = self.logger_http.pick(failed_on);
+            let url = http::join(self.logger_http.get(logger), "/log");
+            let within = deadline.saturating_duration_since(Instant::now());
+            let failure = match self
+                .logger_http_client
+                .post_envelope_within(
+                    Downstream::LoggerHttp,
+                    &url,
+                    &body,
+                    request_id,
+                    None,
+                    within,
+                )
+                .await
+            {
+                Ok(reply) => {
+                    self.logger_http.succeeded(logger);
+                    return if reply.status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(http::non_success(Downstream::LoggerHttp, reply))
+                    };
+                }
+                Err(failure) => failure,
+            };
+            self.logger_http.failed(logger);
+            let retry = failure.unanswered && failed_on.is_none() && !within.is_zero();
+            if !retry {
+                return Err(failure.error);
+            }
+            tracing::info!(logger = %self.logger_http.get(logger), error = %failure.error, "logger HTTP door did not answer; sending to the next logger");
+            failed_on = Some(logger);
         }
     }
 
@@ -334,33 +415,44 @@ impl Downstreams {
         let within = self.timeout.min(Duration::from_secs(2));
         let auth_health = http::join(&self.auth_url, "/healthz");
         let mail_health = http::join(&self.mail_url, "/healthz");
-        let logger_health = http::join(&self.logger_http_url, "/healthz");
+        let logger_http = futures::future::join_all(self.logger_http.iter().map(|base| async {
+            let health = http::join(base, "/healthz");
+            (
+                base.clone(),
+                self.logger_http_client.probe(&health, within).await,
+            )
+        }));
         let (auth, mail, rpc, grpc, logger_http) = tokio::join!(
             self.http.probe(&auth_health, within),
             self.http.probe(&mail_health, within),
             self.rpc.probe(within),
             self.grpc.probe(within),
-            self.http.probe(&logger_health, within),
+            logger_http,
         );
+        let ok = |result: Result<(), String>| result.map(|()| "ok".to_owned());
         let amqp = self.amqp.probe();
+        let logger_http_urls: Vec<&str> = self.logger_http.iter().map(String::as_str).collect();
         [
-            (Downstream::Auth, self.auth_url.clone(), auth),
-            (Downstream::Mail, self.mail_url.clone(), mail),
+            (Downstream::Auth, self.auth_url.clone(), ok(auth)),
+            (Downstream::Mail, self.mail_url.clone(), ok(mail)),
             (Downstream::LoggerRpc, self.rpc.address().to_owned(), rpc),
             (Downstream::LoggerGrpc, self.grpc.address().to_owned(), grpc),
             (
                 Downstream::LoggerHttp,
-                self.logger_http_url.clone(),
-                logger_http,
+                logger_http_urls.join(", "),
+                summarise(logger_http),
             ),
-            (Downstream::Amqp, self.amqp.address().to_owned(), amqp),
+            (Downstream::Amqp, self.amqp.address().to_owned(), ok(amqp)),
         ]
         .into_iter()
-        .map(|(downstream, address, result)| DownstreamStatus {
-            name: downstream.name().to_owned(),
-            address,
-            reachable: result.is_ok(),
-            detail: result.err().unwrap_or_else(|| "ok".to_owned()),
+        .map(|(downstream, address, result)| {
+            let reachable = result.is_ok();
+            DownstreamStatus {
+                name: downstream.name().to_owned(),
+                address,
+                reachable,
+                detail: result.unwrap_or_else(|err| err),
+            }
         })
         .collect()
     }
@@ -375,6 +467,35 @@ fn call_outcome(err: &DownstreamError) -> CallOutcome {
         | DownstreamError::Conflict { .. } => CallOutcome::refused,
         DownstreamError::TimedOut { .. } => CallOutcome::timeout,
         DownstreamError::Unreachable { .. } | DownstreamError::Failed { .. } => CallOutcome::failed,
+    }
+}
+
+/// The probes of one downstream's instances as one: reachable (`"ok"`, or
+/// naming the instances that are not) while one answers; else every
+/// instance's failure.
+fn summarise(probes: Vec<(String, Result<(), String>)>) -> Result<String, String> {
+    let total = probes.len();
+    let failures: Vec<String> = probes
+        .into_iter()
+        .filter_map(|(address, result)| result.err().map(|err| (address, err)))
+        .map(|(address, err)| {
+            if total == 1 {
+                err
+            } else {
+                format!("{address}: {err}")
+            }
+        })
+        .collect();
+    if failures.is_empty() {
+        Ok("ok".to_owned())
+    } else if failures.len() < total {
+        Ok(format!(
+            "ok; {} of {total} not answering: {}",
+            failures.len(),
+            failures.join("; ")
+        ))
+    } else {
+        Err(failures.join("; "))
     }
 }
 

@@ -257,6 +257,24 @@ impl Stack {
     }
 
     /// Waits until an entry named `name` is stored and returns the entries.
+    /// The logger's entries named `name` once there are at least `count`
+    /// (panics after the test's patience).
+    pub async fn wait_for_logs(&self, name: &str, count: usize) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let entries = self.logs_named(name).await;
+            if entries.len() >= count {
+                return entries;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {count} log entries named {name} within {PATIENCE:?}",
+                entries.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn wait_for_log(&self, name: &str) -> Vec<Value> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         loop {
