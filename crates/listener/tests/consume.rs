@@ -744,14 +744,7 @@ async fn an_existing_classic_queue_is_used_as_a_fallback() {
         .expect("declare");
     let _ = connection.close(200, "done".into()).await;
 
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
+    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
     let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
     let name = event_name("classic");
     publisher
@@ -824,14 +817,7 @@ async fn queues_of_an_earlier_version_are_used_as_they_are() {
         .expect("the old dead-letter queue");
     let _ = connection.close(200, "done".into()).await;
 
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
+    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
     let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
     let name = event_name("upgrade");
     publisher
@@ -869,14 +855,7 @@ async fn a_fresh_vhost_gets_two_quorum_queues() {
     }
     init_tracing();
     let (amqp_url, vhost) = fresh_vhost();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
+    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
     let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
     let queues = rabbit
         .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type", "arguments"])

@@ -7,7 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use switchboard_listener::settings::LoggerVia;
 use switchboard_testkit::RabbitMq;
 
 async fn publish_events(url: &str, name: &str, count: usize) {
@@ -41,14 +40,7 @@ async fn the_listener_resumes_by_itself_after_rabbitmq_restarts() {
     init_tracing();
     let mut rabbit = tokio::task::block_in_place(RabbitMq::start).expect("RabbitMQ starts");
     let amqp_url = rabbit.amqp_url();
-    let mut logger = Logger::start(logger_settings(&shared_mongo_url())).await;
-    let listener = Listener::spawn(listener_settings(
-        &amqp_url,
-        logger.rpc,
-        logger.http,
-        LoggerVia::Rpc,
-    ));
-    wait_until_consuming(&amqp_url).await;
+    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
     let store = logger.store().await;
 
     let before = event_name("before");

@@ -769,16 +769,11 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
     for service in ServiceName::ALL {
         for spec in service.sockets() {
             let port = match options.service_ports {
-                // From the testkit's ledger, not port 0: the kernel may hand a
-                // bind(0) the port a dependency server (RabbitMQ's
-                // distribution port, say) was given and has not bound yet, or
-                // one another stack in this process has just closed.
-                ServicePorts::Free => switchboard_testkit::try_free_port().map_err(|source| {
-                    StackError::io(
-                        format!("choosing a free port for {service} ({})", spec.name),
-                        std::io::Error::other(source.to_string()),
-                    )
-                })?,
+                ServicePorts::Free => {
+                    let socket = bind_a_free_port(&service.to_string(), spec)?;
+                    bound.entry(service).or_default().push(socket);
+                    continue;
+                }
                 ServicePorts::Default { offset } => spec
                     .default_port
                     .checked_add(offset)
@@ -806,18 +801,7 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
         for instance in 2..=options.instance_count(*service) {
             for spec in service.sockets() {
                 let label = supervisor::instance_label(*service, instance);
-                let port = switchboard_testkit::try_free_port().map_err(|source| {
-                    StackError::io(
-                        format!("choosing a free port for {label} ({})", spec.name),
-                        std::io::Error::other(source.to_string()),
-                    )
-                })?;
-                let socket = NamedSocket::bind(spec, port).map_err(|err| {
-                    StackError::io(
-                        format!("binding 127.0.0.1:{port} for {label} ({})", spec.name),
-                        err,
-                    )
-                })?;
+                let socket = bind_a_free_port(&label, spec)?;
                 instances
                     .entry((*service, instance))
                     .or_default()
@@ -830,6 +814,37 @@ fn bind_service_sockets(options: &StackOptions) -> Result<BoundSockets> {
         instances,
         conflicts,
     })
+}
+
+/// Binds `spec` on a free port for `label` (a service or an instance). From
+/// the testkit's ledger, not port 0: the kernel may hand a bind(0) the port a
+/// dependency server (RabbitMQ's distribution port, say) was given and has
+/// not bound yet, or one another stack in this process has just closed. The
+/// ledger knows this process only: a port another process took between the
+/// choice and the bind (tests run side by side) is given up for the next.
+fn bind_a_free_port(label: &str, spec: &SocketSpec) -> Result<NamedSocket> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        let port = switchboard_testkit::try_free_port().map_err(|source| {
+            StackError::io(
+                format!("choosing a free port for {label} ({})", spec.name),
+                std::io::Error::other(source.to_string()),
+            )
+        })?;
+        match NamedSocket::bind(spec, port) {
+            Ok(socket) => return Ok(socket),
+            Err(err) if err.kind() == std::io::ErrorKind::AddrInUse && attempt < ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(err) => {
+                return Err(StackError::io(
+                    format!("binding 127.0.0.1:{port} for {label} ({})", spec.name),
+                    err,
+                ));
+            }
+        }
+    }
 }
 
 fn dependency_port_list(

@@ -405,6 +405,20 @@ impl Drop for Logger {
 
 // ---------------------------------------------------------------- listener
 
+/// A logger on the shared store, and a listener on `amqp_url` forwarding to
+/// it over rpc, consuming by the time this returns.
+pub async fn start_logger_and_listener(amqp_url: &str) -> (Logger, Listener) {
+    let logger = Logger::start(logger_settings(&shared_mongo_url())).await;
+    let listener = Listener::spawn(listener_settings(
+        amqp_url,
+        logger.rpc,
+        logger.http,
+        LoggerVia::Rpc,
+    ));
+    wait_until_consuming(amqp_url).await;
+    (logger, listener)
+}
+
 /// Listener settings for `amqp_url` forwarding to `logger` through `via`.
 pub fn listener_settings(
     amqp_url: &str,

@@ -485,20 +485,7 @@ mod tests {
 
     #[test]
     fn the_early_decision_is_the_samplers() {
-        let caller = |sampled: bool, trace_id: TraceId| {
-            let flags = if sampled {
-                TraceFlags::SAMPLED
-            } else {
-                TraceFlags::default()
-            };
-            opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
-                trace_id,
-                SpanId::from(7),
-                flags,
-                true,
-                TraceState::default(),
-            ))
-        };
+        let caller = |sampled, trace_id| super::super::tests::parent(true, sampled, trace_id);
         let mut kept = 0;
         for n in 1..=1_000_u128 {
             let trace_id = TraceId::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835));

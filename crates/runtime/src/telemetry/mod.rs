@@ -619,7 +619,7 @@ mod tests {
 
     use super::*;
 
-    fn parent(remote: bool, sampled: bool, trace_id: TraceId) -> opentelemetry::Context {
+    pub(super) fn parent(remote: bool, sampled: bool, trace_id: TraceId) -> opentelemetry::Context {
         let flags = if sampled {
             TraceFlags::SAMPLED
         } else {
