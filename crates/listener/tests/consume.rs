@@ -744,34 +744,11 @@ async fn an_existing_classic_queue_is_used_as_a_fallback() {
         .expect("declare");
     let _ = connection.close(200, "done".into()).await;
 
-    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
-    let name = event_name("classic");
-    publisher
-        .event(
-            "log.INFO",
-            &name,
-            "on a classic queue",
-            &format!("{name}-1"),
-        )
-        .await;
-    publisher.publish("log.INFO", b"not an event", None).await;
-    logger.store().await.wait_for_count(&name, 1).await;
-    wait_for("the dead letter", PATIENCE, || async {
-        (ready_messages(&amqp_url, "logs.dead").await == Some(1)).then_some(())
-    })
-    .await;
-    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
-    let queues = rabbit
-        .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type"])
-        .expect("list_queues");
+    let queues = one_event_and_one_dead_letter(&amqp_url, &vhost, "classic").await;
     assert!(
         queues.lines().any(|line| line == "logs\tclassic"),
         "{queues}"
     );
-    publisher.close().await;
-    listener.stop().await.expect("clean stop");
-    logger.stop().await;
 }
 
 /// The queues an earlier version declared (`logs` a quorum queue without
@@ -817,22 +794,7 @@ async fn queues_of_an_earlier_version_are_used_as_they_are() {
         .expect("the old dead-letter queue");
     let _ = connection.close(200, "done".into()).await;
 
-    let (mut logger, listener) = start_logger_and_listener(&amqp_url).await;
-    let publisher = Publisher::connect(&amqp_url, "logs_topic").await;
-    let name = event_name("upgrade");
-    publisher
-        .event("log.INFO", &name, "on the old queues", &format!("{name}-1"))
-        .await;
-    publisher.publish("log.INFO", b"not an event", None).await;
-    logger.store().await.wait_for_count(&name, 1).await;
-    wait_for("the dead letter", PATIENCE, || async {
-        (ready_messages(&amqp_url, "logs.dead").await == Some(1)).then_some(())
-    })
-    .await;
-    let rabbit = switchboard_testkit::RabbitMq::shared().expect("node");
-    let queues = rabbit
-        .rabbitmqctl(&["list_queues", "-p", &vhost, "name", "type"])
-        .expect("list_queues");
+    let queues = one_event_and_one_dead_letter(&amqp_url, &vhost, "upgrade").await;
     assert!(
         queues.lines().any(|line| line == "logs\tquorum"),
         "{queues}"
@@ -841,9 +803,33 @@ async fn queues_of_an_earlier_version_are_used_as_they_are() {
         queues.lines().any(|line| line == "logs.dead\tclassic"),
         "{queues}"
     );
+}
+
+/// Runs the logger and the listener on `amqp_url` until one event named
+/// after `label` is stored and one malformed message is dead-lettered, and
+/// returns the queues of `vhost` with their types (`rabbitmqctl list_queues
+/// name type`).
+async fn one_event_and_one_dead_letter(amqp_url: &str, vhost: &str, label: &str) -> String {
+    let (mut logger, listener) = start_logger_and_listener(amqp_url).await;
+    let publisher = Publisher::connect(amqp_url, "logs_topic").await;
+    let name = event_name(label);
+    publisher
+        .event("log.INFO", &name, "one event", &format!("{name}-1"))
+        .await;
+    publisher.publish("log.INFO", b"not an event", None).await;
+    logger.store().await.wait_for_count(&name, 1).await;
+    wait_for("the dead letter", PATIENCE, || async {
+        (ready_messages(amqp_url, "logs.dead").await == Some(1)).then_some(())
+    })
+    .await;
+    let queues = switchboard_testkit::RabbitMq::shared()
+        .expect("node")
+        .rabbitmqctl(&["list_queues", "-p", vhost, "name", "type"])
+        .expect("list_queues");
     publisher.close().await;
     listener.stop().await.expect("clean stop");
     logger.stop().await;
+    queues
 }
 
 /// A fresh vhost gets both queues as quorum queues, the dead-letter queue
